@@ -1,0 +1,241 @@
+"""`/v1/assessments`: create, list, get and soft-delete, plus the assessment's candidate keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request, url_for
+
+from api.auth import Candidate
+from api.errors import ApiError, invalid, not_found
+from api.http import caller, json_body, path_uuid, requires_reviewer, reviewer, services
+from api.schemas import (
+    AssessmentSchema,
+    AssessmentWithIssueSchema,
+    CandidateKeySchema,
+    CreateAssessmentSchema,
+    IssueKeysSchema,
+    ListQuerySchema,
+)
+from events.aggregate import AssessmentDetails
+from events.model import Metadata, utcnow
+from events.service import CandidateRefused
+from events.store import Reservation, ReservationTaken
+from projections import catalogue, queries
+from projections.assessments import row_from_created
+from projections.candidate_keys import KeyRow, fold_keys
+
+bp = Blueprint("assessments", __name__, url_prefix="/v1/assessments")
+
+STALE_HEADERS = {"Warning": '110 - "Response is Stale"', "X-Projection-Stale": "true"}
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _metadata() -> Metadata:
+    return Metadata(
+        org_id=reviewer().org_id,
+        actor=f"token:{reviewer().token_prefix}",
+        correlation_id=g.get("request_id"),
+    )
+
+
+def _read_fresh(stream_id: uuid.UUID | None = None) -> bool:
+    """Read-your-writes: wait (bounded) for the worker to apply this org's earlier writes."""
+    svc = services()
+    return queries.wait_until_projected(
+        svc.engine, reviewer().org_id, svc.settings.read_wait_seconds, stream_id
+    )
+
+
+def _respond(body: dict[str, Any], fresh: bool = True, status: int = 200, headers: dict | None = None):
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    if not fresh:
+        response.headers.update(STALE_HEADERS)
+    return response
+
+
+# --- create, with Idempotency-Key -------------------------------------------------------
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key.strip()) <= MAX_IDEMPOTENCY_KEY:
+        raise invalid("Idempotency-Key", f"Must be 1 to {MAX_IDEMPOTENCY_KEY} characters.")
+    return key.strip() if key else None
+
+
+def _fingerprint(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _idempotency_scope() -> str:
+    return f"idempotency:{reviewer().org_id}:create-assessment"
+
+
+def _replay(key: str, fingerprint: str):
+    """The first response again for a retried request, or 409 if the key was used for a
+    different body. None when the key is new."""
+    svc = services()
+    claimed = svc.store.reservation(_idempotency_scope(), key)
+    if claimed is None:
+        return None
+    if claimed.payload.get("fingerprint") != fingerprint:
+        raise ApiError(409, "This Idempotency-Key was already used with a different request body.")
+    state = svc.assessments.load(claimed.stream_id)
+    return _created_response(row_from_created(state.created), replayed=True)
+
+
+def _created_response(row, replayed: bool = False):
+    headers = {"Location": url_for("assessments.get_one", assessment_id=row.id)}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return _respond({"assessment": AssessmentSchema().dump(row)}, status=201, headers=headers)
+
+
+def _details(data: dict[str, Any]) -> AssessmentDetails:
+    task_brief = data.get("task_brief")
+    if data["issue_id"] is not None:
+        with services().engine.connect() as conn:
+            issue = catalogue.get_issue(conn, data["issue_id"])
+        if issue is None:
+            raise invalid("issueId", "No OSS issue with this id in the catalogue.")
+        task_brief = issue.task_brief  # the issue's brief takes precedence
+    return AssessmentDetails(
+        title=data["title"],
+        role=data["role"],
+        task_brief=task_brief,
+        repo_url=data["repo_url"],
+        time_limit_minutes=data["time_limit_minutes"],
+        expires_in_days=data["expires_in_days"],
+        issue_id=data["issue_id"],
+        rubric_id=data["rubric_id"],
+    )
+
+
+@bp.post("")
+@requires_reviewer
+def create():
+    body = json_body()
+    key = _idempotency_key()
+    fingerprint = _fingerprint(body)
+    if key and (replayed := _replay(key, fingerprint)):
+        return replayed
+    details = _details(CreateAssessmentSchema().load(body))
+    claims = [Reservation(_idempotency_scope(), key, {"fingerprint": fingerprint})] if key else []
+    try:
+        recorded = services().assessments.create(reviewer().org_id, details, _metadata(), claims)
+    except ReservationTaken:
+        return _replay(key, fingerprint)  # a concurrent retry with the same key won
+    return _created_response(row_from_created(recorded.event))
+
+
+# --- reads --------------------------------------------------------------------------------
+
+
+@bp.get("")
+@requires_reviewer
+def list_all():
+    args = ListQuerySchema().load(request.args.to_dict())
+    paged = "limit" in args or "after" in args
+    fresh = _read_fresh()
+    try:
+        with services().engine.connect() as conn:
+            found, next_cursor = queries.list_assessments(
+                conn, reviewer().org_id, args.get("limit", 1000) if paged else None, args.get("after")
+            )
+    except queries.InvalidCursor:
+        raise invalid("after", "Not a cursor this service returned.") from None
+    body: dict[str, Any] = {"assessments": [_with_issue(item) for item in found]}
+    if paged:
+        body["nextCursor"] = next_cursor
+    return _respond(body, fresh)
+
+
+def _with_issue(item: queries.AssessmentWithIssue) -> dict[str, Any]:
+    return AssessmentWithIssueSchema().dump({**vars(item.assessment), "issue": item.issue})
+
+
+@bp.get("/<assessment_id>")
+def get_one(assessment_id: str):
+    stream_id = path_uuid(assessment_id, "Assessment")
+    who = caller()
+    if isinstance(who, Candidate):
+        return _get_as_candidate(who.key, stream_id)
+    g.reviewer = who
+    fresh = _read_fresh(stream_id)
+    with services().engine.connect() as conn:
+        found = queries.get_assessment(conn, who.org_id, stream_id)
+    if found is None:
+        raise not_found("Assessment")
+    return _respond({"assessment": _with_issue(found)}, fresh)
+
+
+def _get_as_candidate(key: str, stream_id: uuid.UUID):
+    """Decided on the stream itself, so a revoke or delete is effective at once."""
+    svc = services()
+    try:
+        state = svc.assessments.authorise_candidate(key, stream_id)
+    except CandidateRefused:
+        raise ApiError(401, "This candidate key is not valid for this assessment.") from None
+    row = row_from_created(state.created)
+    issue = None
+    if row.issue_id:
+        with svc.engine.connect() as conn:
+            found = catalogue.get_issue(conn, row.issue_id)
+        issue = dict(found._mapping) if found else None
+    return _respond({"assessment": AssessmentWithIssueSchema().dump({**vars(row), "issue": issue})})
+
+
+@bp.delete("/<assessment_id>")
+@requires_reviewer
+def delete(assessment_id: str):
+    stream_id = path_uuid(assessment_id, "Assessment")
+    services().assessments.delete(reviewer().org_id, stream_id, _metadata())
+    return _respond({"ok": True, "id": str(stream_id)})
+
+
+# --- candidate keys -----------------------------------------------------------------------
+
+
+def _key_view(row: KeyRow) -> dict[str, Any]:
+    return CandidateKeySchema().dump({**vars(row), "status": row.status_at(utcnow())})
+
+
+@bp.post("/<assessment_id>/keys")
+@requires_reviewer
+def issue_keys(assessment_id: str):
+    stream_id = path_uuid(assessment_id, "Assessment")
+    data = IssueKeysSchema().load(json_body())
+    emails = data["candidate_emails"] or [None] * data["count"]
+    names = data["candidate_names"] or [None] * len(emails)
+    recorded = services().assessments.issue_keys(
+        reviewer().org_id, stream_id, list(zip(emails, names, strict=True)), _metadata(), data["org_name"]
+    )
+    keys = fold_keys(r.event for r in recorded)
+    return _respond({"keys": [_key_view(row) for row in keys]}, status=201)
+
+
+@bp.get("/<assessment_id>/keys")
+@requires_reviewer
+def list_keys(assessment_id: str):
+    stream_id = path_uuid(assessment_id, "Assessment")
+    fresh = _read_fresh(stream_id)
+    with services().engine.connect() as conn:
+        if queries.get_assessment(conn, reviewer().org_id, stream_id) is None:
+            raise not_found("Assessment")
+        keys = queries.list_keys(conn, stream_id)
+    return _respond({"keys": [_key_view(row) for row in keys]}, fresh)
+
+
+@bp.delete("/<assessment_id>/keys/<key_id>")
+@requires_reviewer
+def revoke_key(assessment_id: str, key_id: str):
+    stream_id = path_uuid(assessment_id, "Assessment")
+    key_uuid = path_uuid(key_id, "Candidate key")
+    services().assessments.revoke_key(reviewer().org_id, stream_id, key_uuid, _metadata())
+    return _respond({"ok": True, "id": str(key_uuid)})

@@ -1,0 +1,85 @@
+"""One error shape for the whole API, produced here and nowhere else:
+`{"error": {"code": ..., "message": ..., "details": {...}}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from events.aggregate import AssessmentNotFound, KeyNotFound
+from events.store import ConcurrencyConflict
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "validation_error",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    500: "internal",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or {}
+
+
+def not_found(what: str = "Resource") -> ApiError:
+    return ApiError(404, f"{what} not found.")
+
+
+def invalid(field: str, message: str) -> ApiError:
+    return ApiError(400, "The request is invalid.", {field: [message]})
+
+
+def error_response(status: int, message: str, details: dict[str, Any] | None = None):
+    body = {"error": {"code": _CODES.get(status, "error"), "message": message, "details": details or {}}}
+    response = jsonify(body)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="assessments"'
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError):
+        return error_response(error.status, error.message, error.details)
+
+    @app.errorhandler(ValidationError)
+    def _validation(error: ValidationError):
+        details = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        return error_response(400, "The request is invalid.", details)
+
+    @app.errorhandler(AssessmentNotFound)
+    def _assessment_not_found(_error):
+        return error_response(404, "Assessment not found.")
+
+    @app.errorhandler(KeyNotFound)
+    def _key_not_found(_error):
+        return error_response(404, "Candidate key not found.")
+
+    @app.errorhandler(ConcurrencyConflict)
+    def _conflict(_error):
+        return error_response(409, "The resource was changed concurrently; retry the request.")
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException):
+        messages = {404: "Resource not found.", 405: "Method not allowed."}
+        return error_response(error.code or 500, messages.get(error.code, error.description or error.name))
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "Internal server error.")

@@ -1,0 +1,92 @@
+"""Request plumbing shared by the blueprints: the app's services, the JSON body, callers."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from flask import current_app, g, request
+from sqlalchemy.engine import Engine
+
+from api import auth
+from api.errors import ApiError, not_found
+from events.service import AssessmentService
+from events.settings import Settings
+from events.store import PostgresEventStore
+
+EXTENSION = "assessments"
+BEARER = "bearer "
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a request needs, built once per app by `create_app`."""
+
+    settings: Settings
+    engine: Engine
+    store: PostgresEventStore
+    assessments: AssessmentService
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION]
+
+
+def json_body() -> dict[str, Any]:
+    """The body as a JSON object; anything else is a 400 (or a 415 for a declared non-JSON
+    media type), before any work is done."""
+    declared = request.mimetype
+    if declared and declared != "application/json" and not declared.endswith("+json"):
+        raise ApiError(415, "Send the body as application/json.")
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "The body must be a JSON object.", {})
+    return body
+
+
+def path_uuid(value: str, what: str) -> uuid.UUID:
+    """Ids that are not UUIDs cannot exist: the same 404 as any missing resource."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise not_found(what) from None
+
+
+def _reviewer_from_header() -> auth.Reviewer | None:
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith(BEARER):
+        return None
+    token = header[len(BEARER) :].strip()
+    return auth.reviewer_for(services().engine, token) if token else None
+
+
+def reviewer() -> auth.Reviewer:
+    return g.reviewer
+
+
+def requires_reviewer(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        found = _reviewer_from_header()
+        if found is None:
+            raise ApiError(401, "A valid bearer token is required.")
+        g.reviewer = found
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def caller() -> auth.Reviewer | auth.Candidate:
+    """A reviewer by bearer token, else a candidate by `X-API-Key`; the candidate's key is
+    checked against the resource by the route itself."""
+    if request.headers.get("Authorization"):
+        found = _reviewer_from_header()
+        if found is None:
+            raise ApiError(401, "A valid bearer token is required.")
+        return found
+    key = request.headers.get("X-API-Key", "").strip()
+    if key:
+        return auth.Candidate(key)
+    raise ApiError(401, "Authentication is required.")

@@ -1,0 +1,30 @@
+"""`/v1/issues`: the OSS issue catalogue, for reviewers choosing a task."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from api.errors import not_found
+from api.http import requires_reviewer, services
+from api.schemas import IssueSchema
+from projections import catalogue
+
+bp = Blueprint("issues", __name__, url_prefix="/v1/issues")
+
+
+@bp.get("")
+@requires_reviewer
+def list_all():
+    with services().engine.connect() as conn:
+        issues = catalogue.list_issues(conn)
+    return jsonify({"issues": IssueSchema(many=True).dump([row._mapping for row in issues])})
+
+
+@bp.get("/<issue_id>")
+@requires_reviewer
+def get_one(issue_id: str):
+    with services().engine.connect() as conn:
+        issue = catalogue.get_issue(conn, issue_id)
+    if issue is None:
+        raise not_found("Issue")
+    return jsonify({"issue": IssueSchema().dump(issue._mapping)})

@@ -1,0 +1,141 @@
+"""Request and response schemas. Python names are snake_case; the wire is camelCase."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates_schema,
+)
+
+from events import codec
+
+MAX_TIME_LIMIT_MINUTES = 7 * 24 * 60
+MAX_TASK_BRIEF = 50_000
+
+
+class CamelSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+        field_obj.data_key = codec.camel(field_obj.data_key or field_name)
+
+
+class StrictInteger(fields.Integer):
+    """An integer and nothing else: not "5", not 5.0, not true."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Timestamp(fields.Field):
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else codec.format_time(value)
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - a field factory
+    return fields.String(validate=[validate.Length(1, max_length), _not_blank], **kwargs)
+
+
+class CreateAssessmentSchema(CamelSchema):
+    title = Text(255, required=True)
+    role = Text(255, required=True)
+    task_brief = fields.String(validate=validate.Length(max=MAX_TASK_BRIEF), allow_none=True)
+    repo_url = fields.Url(schemes={"http", "https"}, allow_none=True, load_default=None)
+    time_limit_minutes = StrictInteger(
+        validate=validate.Range(1, MAX_TIME_LIMIT_MINUTES), allow_none=True, load_default=None
+    )
+    expires_in_days = StrictInteger(validate=validate.Range(1, 365), load_default=7)
+    issue_id = Text(255, allow_none=True, load_default=None)
+    rubric_id = fields.UUID(allow_none=True, load_default=None)
+
+    @validates_schema
+    def _brief_or_issue(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if data.get("issue_id") is None and not (data.get("task_brief") or "").strip():
+            raise ValidationError("Required unless issueId is given.", "taskBrief")
+
+
+class ListQuerySchema(CamelSchema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(validate=validate.Range(1, 1000))
+    after = fields.String(validate=validate.Length(1, 512))
+
+
+class IssueSchema(CamelSchema):
+    id = fields.String()
+    title = fields.String()
+    repo_url = fields.String()
+    issue_url = fields.String()
+    task_brief = fields.String()
+    language = fields.String()
+    difficulty = fields.String()
+    labels = fields.List(fields.String())
+
+
+class AssessmentSchema(CamelSchema):
+    id = fields.UUID()
+    org_id = fields.String()
+    title = fields.String()
+    role = fields.String()
+    task_brief = fields.String()
+    repo_url = fields.String(allow_none=True)
+    time_limit_minutes = fields.Integer(allow_none=True)
+    expires_in_days = fields.Integer()
+    issue_id = fields.String(allow_none=True)
+    rubric_id = fields.UUID(allow_none=True)
+    created_at = Timestamp()
+    updated_at = Timestamp()
+
+
+class AssessmentWithIssueSchema(AssessmentSchema):
+    issue = fields.Nested(IssueSchema, allow_none=True)
+
+
+class IssueKeysSchema(CamelSchema):
+    count = StrictInteger(required=True, validate=validate.Range(1, 50))
+    candidate_emails = fields.List(fields.Email(), allow_none=True, load_default=None)
+    candidate_names = fields.List(Text(255), allow_none=True, load_default=None)
+    org_name = Text(255, allow_none=True, load_default=None)
+
+    @validates_schema
+    def _paired_lists(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        emails, names, count = data.get("candidate_emails"), data.get("candidate_names"), data.get("count")
+        if emails is not None and count is not None and len(emails) != count:
+            raise ValidationError(f"Must have exactly count ({count}) entries.", "candidateEmails")
+        if names is not None and emails is None:
+            raise ValidationError("Only allowed together with candidateEmails.", "candidateNames")
+        if names is not None and len(names) != len(emails):
+            raise ValidationError("Must have as many entries as candidateEmails.", "candidateNames")
+
+
+class CandidateKeySchema(CamelSchema):
+    id = fields.UUID()
+    key = fields.String()
+    assessment_id = fields.UUID()
+    org_id = fields.String()
+    candidate_email = fields.String(allow_none=True)
+    candidate_name = fields.String(allow_none=True)
+    status = fields.String()
+    expires_at = Timestamp()
+    redeemed_at = Timestamp(allow_none=True)
+    completed_at = Timestamp(allow_none=True)
+    created_at = Timestamp()

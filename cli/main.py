@@ -1,0 +1,233 @@
+"""`assessments`: the one command line for operators and developers.
+
+The composition root: the only module that imports all four packages and wires real adapters
+(PostgreSQL, RabbitMQ) from the environment's settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from api import auth
+from events.db import ensure_database, make_engine
+from events.outbox import PostgresOutbox
+from events.relay import Relay
+from events.settings import Settings
+from events.store import PostgresEventStore
+from projections import catalogue, default_projections
+from worker.consumer import Worker
+from worker.handler import EventHandler
+
+log = logging.getLogger("assessments")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Event-sourced assessments service. Configured by ASSESSMENTS_* environment variables."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    ctx.obj = settings
+
+
+def _engine(settings: Settings):
+    return make_engine(settings.database_url, pool_size=2)
+
+
+# --- database ---------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_obj
+def db_upgrade(settings: Settings, revision: str) -> None:
+    """Create the database if missing and apply migrations."""
+    from cli.migrate import upgrade
+
+    if ensure_database(settings.database_url):
+        click.echo("created the database")
+    upgrade(settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+# --- organisations and tokens -------------------------------------------------------------
+
+
+def _print_token(issued: auth.IssuedToken, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"orgId": issued.org_id, "token": issued.token}))
+    else:
+        click.echo(f"org id: {issued.org_id}\ntoken:  {issued.token}\n(the token is shown only once)")
+
+
+@main.group()
+def orgs() -> None:
+    """Organisations."""
+
+
+@orgs.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help='Print {"orgId": ..., "token": ...}.')
+@click.pass_obj
+def orgs_create(settings: Settings, name: str, as_json: bool) -> None:
+    """Create an organisation and its first reviewer token."""
+    _print_token(auth.create_organisation(_engine(settings), name), as_json)
+
+
+@main.group()
+def tokens() -> None:
+    """Reviewer API tokens."""
+
+
+@tokens.command("create")
+@click.argument("org_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tokens_create(settings: Settings, org_id: str, as_json: bool) -> None:
+    """Create another token for an organisation."""
+    try:
+        issued = auth.create_token(_engine(settings), org_id)
+    except LookupError as error:
+        raise click.ClickException(str(error)) from None
+    _print_token(issued, as_json)
+
+
+@tokens.command("list")
+@click.option("--org", "org_id", help="Only this organisation's tokens.")
+@click.option("--prefix", help="Only tokens whose prefix starts with this.")
+@click.pass_obj
+def tokens_list(settings: Settings, org_id: str | None, prefix: str | None) -> None:
+    """List tokens by prefix (the secret part is never stored)."""
+    for info in auth.list_tokens(_engine(settings), org_id, prefix):
+        state = f"revoked {info.revoked_at:%Y-%m-%d}" if info.revoked_at else "active"
+        click.echo(f"{info.prefix}  {info.org_id}  {info.created_at:%Y-%m-%d %H:%M}  {state}")
+
+
+@tokens.command("revoke")
+@click.argument("prefix")
+@click.pass_obj
+def tokens_revoke(settings: Settings, prefix: str) -> None:
+    """Revoke every active token whose prefix starts with PREFIX."""
+    try:
+        count = auth.revoke_tokens(_engine(settings), prefix)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"revoked {count} token(s)")
+    if count == 0:
+        sys.exit(1)
+
+
+# --- catalogue ----------------------------------------------------------------------------
+
+
+@main.group("issues")
+def issues_group() -> None:
+    """The OSS issue catalogue."""
+
+
+@issues_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def issues_import(settings: Settings, file: Path) -> None:
+    """Insert or update the catalogue's issues from a JSON file."""
+    try:
+        count = catalogue.import_catalogue(_engine(settings), file)
+    except (ValueError, catalogue.InvalidCatalogue) as error:
+        raise click.ClickException(f"{file}: {error}") from None
+    click.echo(f"imported {count} issue(s)")
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--bind", help="host:port (default: ASSESSMENTS_BIND or 127.0.0.1:8000).")
+@click.option("--workers", type=int, help="gunicorn worker processes (ASSESSMENTS_API_WORKERS).")
+@click.pass_obj
+def api(settings: Settings, bind: str | None, workers: int | None) -> None:
+    """Serve the HTTP API under gunicorn."""
+    from cli.server import serve
+
+    serve(settings, bind or settings.bind, workers or settings.api_workers)
+
+
+def _stop_on_signals(stop) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop())
+
+
+@main.command()
+@click.pass_obj
+def relay(settings: Settings) -> None:
+    """Publish the outbox to RabbitMQ (one active relay per database; others stand by)."""
+    process = Relay(
+        PostgresOutbox(_engine(settings)),
+        settings.broker_url,
+        settings.exchange,
+        settings.worker_queue,
+        batch_size=settings.relay_batch_size,
+    )
+    _stop_on_signals(process.stop)
+    process.run()
+
+
+@main.command()
+@click.pass_obj
+def worker(settings: Settings) -> None:
+    """Consume events: build the projections and cascade deletions."""
+    engine = make_engine(settings.database_url, pool_size=4)
+    handler = EventHandler(engine, PostgresEventStore(engine), default_projections())
+    process = Worker(
+        handler, settings.broker_url, settings.exchange, settings.worker_queue, settings.worker_prefetch
+    )
+    _stop_on_signals(process.stop)
+    process.run()
+
+
+@main.command()
+@click.option("--bind", help="host:port for the API.")
+def run(bind: str | None) -> None:
+    """api + relay + worker in the foreground, for a developer. Ctrl-C stops all three."""
+    api_args = ["api"] + (["--bind", bind] if bind else [])
+    children = [
+        subprocess.Popen([sys.executable, "-m", "cli", *args]) for args in (api_args, ["relay"], ["worker"])
+    ]
+
+    def stop(*_):
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    stop()
+    deadline = time.monotonic() + 30
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    sys.exit(max(abs(child.returncode or 0) for child in children))

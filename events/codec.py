@@ -1,0 +1,96 @@
+"""Events to JSON-ready dicts and back, with upcasting of old schema versions.
+
+The stored and published `data` uses camelCase names, like the HTTP API, so downstream teams
+see one vocabulary. Old events are never rewritten: an upcaster turns a stored version-N
+payload into version N+1 when it is read, so the rest of the code only sees the newest shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from events.model import EVENT_TYPES, Event
+
+JsonDict = dict[str, Any]
+Upcaster = Callable[[JsonDict], JsonDict]
+
+#: (type name, version it reads) -> function returning the payload of the next version.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class UnknownEventType(ValueError):
+    """A stored or received event whose type this code does not know."""
+
+
+class UndecodableEvent(ValueError):
+    """A payload that does not fit its event type's schema."""
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def format_time(value: datetime) -> str:
+    """ISO 8601 in UTC with millisecond precision and a `Z` suffix."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+@cache
+def _field_types(cls: type[Event]) -> tuple[tuple[str, str, Any], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, camel(f.name), hints[f.name]) for f in dataclasses.fields(cls))
+
+
+def _decode_value(kind: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    options = typing.get_args(kind) or (kind,)
+    if datetime in options:
+        return parse_time(value)
+    if uuid.UUID in options:
+        return uuid.UUID(value)
+    return value
+
+
+def encode(event: Event) -> JsonDict:
+    return {key: _encode_value(getattr(event, name)) for name, key, _ in _field_types(type(event))}
+
+
+def decode(type_name: str, schema_version: int, data: JsonDict) -> Event:
+    """Build the newest shape of an event from a stored payload of any known version."""
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise UnknownEventType(type_name)
+    data = upcast(type_name, schema_version, data)
+    try:
+        return cls(**{name: _decode_value(kind, data[key]) for name, key, kind in _field_types(cls)})
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise UndecodableEvent(f"{type_name} v{schema_version}: {error!r}") from error
+
+
+def upcast(type_name: str, schema_version: int, data: JsonDict) -> JsonDict:
+    current = EVENT_TYPES[type_name].schema_version
+    if schema_version > current:
+        raise UndecodableEvent(f"{type_name} v{schema_version} is newer than this code (v{current})")
+    for version in range(schema_version, current):
+        data = UPCASTERS[(type_name, version)](data)
+    return data

@@ -1,0 +1,71 @@
+"""The published message: a CloudEvents 1.0 JSON envelope around one recorded event.
+
+This is a contract with other teams (README, "Event contract"): add optional attributes
+freely, but never rename or remove one without a new `specversion`-style major change.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from events import codec
+from events.model import EVENT_TYPES, RecordedEvent
+
+SOURCE = "/assessments"
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+class UndecodableMessage(ValueError):
+    """A message body that is not a well-formed envelope of a known event type."""
+
+
+def routing_key(event_type: str) -> str:
+    return EVENT_TYPES[event_type].routing_key
+
+
+def envelope(recorded: RecordedEvent) -> dict[str, Any]:
+    meta = recorded.metadata
+    return {
+        "specversion": "1.0",
+        "id": str(recorded.event_id),
+        "source": SOURCE,
+        "type": recorded.type_name,
+        "subject": str(recorded.stream_id),
+        "time": codec.format_time(recorded.recorded_at),
+        "datacontenttype": "application/json",
+        "schemaversion": recorded.event.schema_version,
+        "streamid": str(recorded.stream_id),
+        "streamversion": recorded.stream_version,
+        "position": recorded.position,
+        "orgid": meta.get("orgId"),
+        "correlationid": meta.get("correlationId"),
+        "causationid": meta.get("causationId"),
+        "data": codec.encode(recorded.event),
+    }
+
+
+def encode(recorded: RecordedEvent) -> bytes:
+    return json.dumps(envelope(recorded), separators=(",", ":")).encode()
+
+
+def decode(body: bytes) -> RecordedEvent:
+    try:
+        doc = json.loads(body)
+        event = codec.decode(doc["type"], int(doc["schemaversion"]), doc["data"])
+        return RecordedEvent(
+            event_id=uuid.UUID(doc["id"]),
+            stream_id=uuid.UUID(doc["streamid"]),
+            stream_version=int(doc["streamversion"]),
+            position=int(doc["position"]),
+            recorded_at=codec.parse_time(doc["time"]),
+            event=event,
+            metadata={
+                "orgId": doc.get("orgid"),
+                "correlationId": doc.get("correlationid"),
+                "causationId": doc.get("causationid"),
+            },
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UndecodableMessage(repr(error)) from error

@@ -1,0 +1,153 @@
+"""Domain events: the facts the service records, as frozen dataclasses with data only.
+
+Every event of an assessment lives in that assessment's stream. Adding a field to an event
+means a new schema version and an upcaster in `codec.py`; renaming or removing one breaks the
+downstream consumers documented in the README, so think twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, truncated to the millisecond precision the API promises."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+_uuid7_lock = threading.Lock()
+_uuid7_last = (0, 0)  # (milliseconds, 12-bit sequence) of the previous id
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): ids sort by creation and index well. Within
+    one process they are strictly increasing (a 12-bit sequence within the millisecond), so
+    things created in one request keep their order."""
+    global _uuid7_last
+    with _uuid7_lock:
+        millis, sequence = time.time_ns() // 1_000_000, 0
+        last_millis, last_sequence = _uuid7_last
+        if millis <= last_millis:
+            millis, sequence = last_millis, last_sequence + 1
+            if sequence > 0xFFF:
+                millis, sequence = millis + 1, 0
+        _uuid7_last = (millis, sequence)
+    rand_b = int.from_bytes(os.urandom(8), "big") & (2**62 - 1)
+    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | sequence << 64 | 0b10 << 62 | rand_b
+    return uuid.UUID(int=value)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of all domain events. `type_name` is the stable name stored and published."""
+
+    type_name: ClassVar[str] = ""
+    schema_version: ClassVar[int] = 1
+    routing_key: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class AssessmentCreated(Event):
+    type_name: ClassVar[str] = "AssessmentCreated"
+    routing_key: ClassVar[str] = "assessment.created"
+
+    assessment_id: uuid.UUID
+    org_id: str
+    title: str
+    role: str
+    task_brief: str
+    repo_url: str | None
+    time_limit_minutes: int | None
+    expires_in_days: int
+    issue_id: str | None
+    rubric_id: uuid.UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AssessmentDeleted(Event):
+    type_name: ClassVar[str] = "AssessmentDeleted"
+    routing_key: ClassVar[str] = "assessment.deleted"
+
+    assessment_id: uuid.UUID
+    org_id: str
+    deleted_at: datetime
+
+
+@dataclass(frozen=True)
+class CandidateKeyIssued(Event):
+    type_name: ClassVar[str] = "CandidateKeyIssued"
+    routing_key: ClassVar[str] = "candidate_key.issued"
+
+    key_id: uuid.UUID
+    assessment_id: uuid.UUID
+    org_id: str
+    key: str
+    candidate_email: str | None
+    candidate_name: str | None
+    org_name: str | None
+    expires_at: datetime
+    issued_at: datetime
+
+
+@dataclass(frozen=True)
+class CandidateKeyRevoked(Event):
+    """A key stops authenticating. `reason` is `revoked` (by a reviewer) or
+    `assessment_deleted` (the worker's cascade)."""
+
+    type_name: ClassVar[str] = "CandidateKeyRevoked"
+    routing_key: ClassVar[str] = "candidate_key.revoked"
+
+    key_id: uuid.UUID
+    assessment_id: uuid.UUID
+    org_id: str
+    reason: str
+    revoked_at: datetime
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type_name: cls
+    for cls in (AssessmentCreated, AssessmentDeleted, CandidateKeyIssued, CandidateKeyRevoked)
+}
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Who and what caused an event; stored beside it and carried in the published message."""
+
+    org_id: str
+    actor: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "orgId": self.org_id,
+            "actor": self.actor,
+            "correlationId": self.correlation_id,
+            "causationId": self.causation_id,
+        }
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as the store holds it: the fact plus where it sits in its stream and globally."""
+
+    event_id: uuid.UUID
+    stream_id: uuid.UUID
+    stream_version: int
+    position: int
+    recorded_at: datetime
+    event: Event
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type_name(self) -> str:
+        return self.event.type_name

@@ -1,0 +1,154 @@
+"""Command handlers: load an assessment's stream, let the aggregate decide, append the result.
+
+The API and the worker's cascade both go through here, so every rule lives in the aggregate
+and every write takes the same optimistic-concurrency path.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from events import aggregate, keys
+from events.aggregate import Assessment, AssessmentDetails, AssessmentNotFound, NewKey
+from events.keys import KeyGenerator
+from events.model import Event, Metadata, RecordedEvent, utcnow, uuid7
+from events.store import ConcurrencyConflict, EventStore, Reservation, ReservationTaken
+
+Decision = Callable[[Assessment, datetime], list[Event]]
+
+KEY_SCOPE = "candidate_key"
+
+log = logging.getLogger(__name__)
+
+
+class CandidateRefused(Exception):
+    """A candidate key that is unknown, revoked, expired, or not for this assessment."""
+
+
+class KeySpaceExhausted(Exception):
+    """Every attempt to draw unused candidate keys collided: something is badly wrong."""
+
+
+class AssessmentService:
+    def __init__(
+        self,
+        store: EventStore,
+        clock: Callable[[], datetime] = utcnow,
+        generate_key: KeyGenerator = keys.generate_key,
+        max_attempts: int = 5,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.generate_key = generate_key
+        self.max_attempts = max_attempts
+
+    def load(self, assessment_id: uuid.UUID) -> Assessment:
+        recorded = self.store.load(assessment_id)
+        return aggregate.rebuild(assessment_id, (r.event for r in recorded))
+
+    def load_owned(self, org_id: str, assessment_id: uuid.UUID) -> Assessment:
+        """The live state of an organisation's assessment; another org's is `not found`."""
+        state = self.load(assessment_id)
+        if not state.owned_by(org_id):
+            raise AssessmentNotFound(str(assessment_id))
+        return state
+
+    def authorise_candidate(self, key: str, assessment_id: uuid.UUID) -> Assessment:
+        """Fail closed: the key must be usable in the stream's current state, read from the
+        store, not from a projection that may lag behind a revoke or a delete."""
+        reservation = self.store.reservation(KEY_SCOPE, key)
+        if reservation is None or reservation.stream_id != assessment_id:
+            raise CandidateRefused()
+        state = self.load(assessment_id)
+        now = self.clock()
+        if not state.exists or not any(k.key == key and k.usable_at(now) for k in state.keys.values()):
+            raise CandidateRefused()
+        return state
+
+    def create(
+        self,
+        org_id: str,
+        details: AssessmentDetails,
+        metadata: Metadata,
+        reservations: Sequence[Reservation] = (),
+    ) -> RecordedEvent:
+        state = Assessment(id=uuid7())
+        events = aggregate.create(state, org_id, details, self.clock())
+        return self.store.append(state.id, 0, events, metadata, reservations)[0]
+
+    def delete(self, org_id: str, assessment_id: uuid.UUID, metadata: Metadata) -> list[RecordedEvent]:
+        """Exactly one of several concurrent deletes wins; the losers reload, find it
+        deleted and get `AssessmentNotFound`."""
+        return self._decide_and_append(
+            org_id, assessment_id, metadata, lambda state, now: aggregate.delete(state, now)
+        )
+
+    def issue_keys(
+        self,
+        org_id: str,
+        assessment_id: uuid.UUID,
+        candidates: Sequence[tuple[str | None, str | None]],
+        metadata: Metadata,
+        org_name: str | None = None,
+    ) -> list[RecordedEvent]:
+        """Issue one key per (email, name) pair. Key strings are reserved service-wide in the
+        append's transaction; on a collision the whole batch is drawn again."""
+        for _ in range(self.max_attempts):
+            keys = [NewKey(uuid7(), self.generate_key(), email, name) for email, name in candidates]
+            try:
+                return self._decide_and_append(
+                    org_id,
+                    assessment_id,
+                    metadata,
+                    lambda state, now, keys=keys: aggregate.issue_keys(state, keys, now, org_name),
+                    [Reservation(KEY_SCOPE, key.key) for key in keys],
+                )
+            except ReservationTaken as taken:
+                log.warning("candidate key collision on %s; drawing new keys", taken.key[:4])
+        raise KeySpaceExhausted("could not draw unique candidate keys")
+
+    def revoke_key(
+        self, org_id: str, assessment_id: uuid.UUID, key_id: uuid.UUID, metadata: Metadata
+    ) -> list[RecordedEvent]:
+        return self._decide_and_append(
+            org_id,
+            assessment_id,
+            metadata,
+            lambda state, now: aggregate.revoke_key(state, key_id, now),
+        )
+
+    def cascade_deletion(self, assessment_id: uuid.UUID, metadata: Metadata) -> list[RecordedEvent]:
+        """Revoke every key of a deleted assessment that is not revoked yet. Idempotent: on a
+        second run the aggregate decides nothing and nothing is appended."""
+        for _ in range(self.max_attempts):
+            state = self.load(assessment_id)
+            events = aggregate.revoke_keys_of_deleted(state, self.clock())
+            if not events:
+                return []
+            try:
+                return self.store.append(assessment_id, state.version, events, metadata)
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"{assessment_id}: cascade kept losing races")
+
+    def _decide_and_append(
+        self,
+        org_id: str,
+        assessment_id: uuid.UUID,
+        metadata: Metadata,
+        decide: Decision,
+        reservations: Sequence[Reservation] = (),
+    ) -> list[RecordedEvent]:
+        """Retry on a lost race: the next attempt decides on the newer state, which may
+        refuse (e.g. the assessment was deleted meanwhile)."""
+        for _ in range(self.max_attempts):
+            state = self.load_owned(org_id, assessment_id)
+            events = decide(state, self.clock())
+            try:
+                return self.store.append(assessment_id, state.version, events, metadata, reservations)
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"{assessment_id}: too many concurrent writers")

@@ -1,0 +1,55 @@
+"""Settings read from the environment, once, by whoever builds the process (CLI, tests)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg://root@127.0.0.1:5432/assessments"
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    bind: str = "127.0.0.1:8000"
+    api_workers: int = 2
+    exchange: str = "assessments.events"
+    worker_queue: str = "assessments.worker"
+    #: How long a read waits for the worker to apply the caller's own writes.
+    read_wait_seconds: float = 1.0
+    worker_prefetch: int = 500
+    relay_batch_size: int = 500
+    log_level: str = "INFO"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.worker_queue}.dead"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        read = {
+            "database_url": env.get("ASSESSMENTS_DATABASE_URL"),
+            "broker_url": env.get("ASSESSMENTS_BROKER_URL"),
+            "bind": env.get("ASSESSMENTS_BIND"),
+            "api_workers": _int(env.get("ASSESSMENTS_API_WORKERS")),
+            "exchange": env.get("ASSESSMENTS_EXCHANGE"),
+            "worker_queue": env.get("ASSESSMENTS_WORKER_QUEUE"),
+            "read_wait_seconds": _float(env.get("ASSESSMENTS_READ_WAIT_SECONDS")),
+            "worker_prefetch": _int(env.get("ASSESSMENTS_WORKER_PREFETCH")),
+            "relay_batch_size": _int(env.get("ASSESSMENTS_RELAY_BATCH_SIZE")),
+            "log_level": env.get("ASSESSMENTS_LOG_LEVEL"),
+        }
+        settings = cls(**{key: value for key, value in read.items() if value is not None})
+        return replace(settings, **overrides)
+
+
+def _int(value: str | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float(value: str | None) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,232 @@
+"""The event store: append to a stream with an expected version, read a stream, read all.
+
+`EventStore` is the interface the domain services and the worker depend on;
+`PostgresEventStore` is the production implementation. An append writes, in one transaction,
+the events, their outbox rows (for the relay), their pending-projection rows (for
+read-your-writes) and any cross-stream reservations, so either all of it exists or none.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from events import codec
+from events.db import OUTBOX_CHANNEL, events_table, reservations_table
+from events.model import Event, Metadata, RecordedEvent, uuid7
+
+
+class ConcurrencyConflict(Exception):
+    """The stream moved past the version the caller decided on: reload and decide again."""
+
+
+class ReservationTaken(Exception):
+    """A cross-stream unique value (e.g. a candidate key) is already claimed."""
+
+    def __init__(self, scope: str, key: str) -> None:
+        super().__init__(f"{scope}:{key}")
+        self.scope = scope
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A claim on a value that must be unique service-wide, written with the append."""
+
+    scope: str
+    key: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReservationRecord:
+    scope: str
+    key: str
+    stream_id: uuid.UUID
+    payload: dict[str, Any]
+
+
+class EventStore(Protocol):
+    def append(
+        self,
+        stream_id: uuid.UUID,
+        expected_version: int,
+        events: Sequence[Event],
+        metadata: Metadata,
+        reservations: Sequence[Reservation] = (),
+    ) -> list[RecordedEvent]: ...
+
+    def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]: ...
+
+    def read_all(self, after_position: int = 0, batch_size: int = 1000) -> Iterator[RecordedEvent]: ...
+
+    def reservation(self, scope: str, key: str) -> ReservationRecord | None: ...
+
+
+# One round trip: insert the events and, from what they returned, their outbox and pending
+# rows; pg_notify wakes the relay when (and only if) the transaction commits.
+_APPEND_SQL = text(
+    """
+    WITH new AS (
+        INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata)
+        SELECT e.event_id, :stream_id, e.stream_version, e.type, e.schema_version, e.data::jsonb,
+               CAST(:metadata AS jsonb)
+        FROM unnest(CAST(:event_ids AS uuid[]), CAST(:versions AS int[]), CAST(:types AS text[]),
+                    CAST(:schema_versions AS int[]), CAST(:datas AS text[]))
+             AS e(event_id, stream_version, type, schema_version, data)
+        ORDER BY e.stream_version
+        RETURNING position, event_id, stream_version, recorded_at
+    ), outboxed AS (
+        INSERT INTO outbox (position) SELECT position FROM new
+    ), pending AS (
+        INSERT INTO projection_pending (position, org_id, stream_id)
+        SELECT position, :org_id, :stream_id FROM new
+    )
+    SELECT position, event_id, stream_version, recorded_at,
+           pg_notify(:channel, '') AS notified
+    FROM new ORDER BY stream_version
+    """
+)
+
+_RESERVE_SQL = text(
+    """
+    INSERT INTO reservations (scope, key, stream_id, payload)
+    SELECT r.scope, r.key, :stream_id, r.payload::jsonb
+    FROM unnest(CAST(:scopes AS text[]), CAST(:keys AS text[]), CAST(:payloads AS text[]))
+         AS r(scope, key, payload)
+    ON CONFLICT DO NOTHING
+    RETURNING scope, key
+    """
+)
+
+
+class PostgresEventStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def append(
+        self,
+        stream_id: uuid.UUID,
+        expected_version: int,
+        events: Sequence[Event],
+        metadata: Metadata,
+        reservations: Sequence[Reservation] = (),
+    ) -> list[RecordedEvent]:
+        """Append after `expected_version`; the unique (stream, version) index turns a lost
+        race into `ConcurrencyConflict`, never into an overwrite. Callers pass the version
+        they loaded, so the stream is never behind it."""
+        if not events:
+            return []
+        event_ids = [uuid7() for _ in events]
+        meta = metadata.as_dict()
+        try:
+            with self.engine.begin() as conn:
+                self._reserve(conn, stream_id, reservations)
+                rows = conn.execute(
+                    _APPEND_SQL,
+                    {
+                        "stream_id": stream_id,
+                        "org_id": metadata.org_id,
+                        "metadata": json.dumps(meta),
+                        "event_ids": event_ids,
+                        "versions": [expected_version + n for n in range(1, len(events) + 1)],
+                        "types": [event.type_name for event in events],
+                        "schema_versions": [event.schema_version for event in events],
+                        "datas": [json.dumps(codec.encode(event)) for event in events],
+                        "channel": OUTBOX_CHANNEL,
+                    },
+                ).all()
+        except IntegrityError as error:
+            if _constraint(error) == "events_stream_version_key":
+                raise ConcurrencyConflict(f"{stream_id} is past version {expected_version}") from error
+            raise
+        return [
+            RecordedEvent(
+                event_id=row.event_id,
+                stream_id=stream_id,
+                stream_version=row.stream_version,
+                position=row.position,
+                recorded_at=row.recorded_at,
+                event=event,
+                metadata=meta,
+            )
+            for row, event in zip(rows, events, strict=True)
+        ]
+
+    @staticmethod
+    def _reserve(conn: Connection, stream_id: uuid.UUID, reservations: Sequence[Reservation]) -> None:
+        if not reservations:
+            return
+        claimed = conn.execute(
+            _RESERVE_SQL,
+            {
+                "stream_id": stream_id,
+                "scopes": [r.scope for r in reservations],
+                "keys": [r.key for r in reservations],
+                "payloads": [json.dumps(r.payload) for r in reservations],
+            },
+        ).all()
+        if len(claimed) < len(reservations):
+            won = {(row.scope, row.key) for row in claimed}
+            lost = next(r for r in reservations if (r.scope, r.key) not in won)
+            raise ReservationTaken(lost.scope, lost.key)
+
+    def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]:
+        query = (
+            select(events_table)
+            .where(events_table.c.stream_id == stream_id)
+            .where(events_table.c.stream_version > after_version)
+            .order_by(events_table.c.stream_version)
+        )
+        with self.engine.connect() as conn:
+            return [to_recorded(row) for row in conn.execute(query)]
+
+    def read_all(self, after_position: int = 0, batch_size: int = 1000) -> Iterator[RecordedEvent]:
+        """Every event after a global position, in position order, in batches."""
+        while True:
+            query = (
+                select(events_table)
+                .where(events_table.c.position > after_position)
+                .order_by(events_table.c.position)
+                .limit(batch_size)
+            )
+            with self.engine.connect() as conn:
+                batch = [to_recorded(row) for row in conn.execute(query)]
+            yield from batch
+            if len(batch) < batch_size:
+                return
+            after_position = batch[-1].position
+
+    def reservation(self, scope: str, key: str) -> ReservationRecord | None:
+        query = select(reservations_table).where(
+            reservations_table.c.scope == scope, reservations_table.c.key == key
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return ReservationRecord(row.scope, row.key, row.stream_id, row.payload)
+
+
+def to_recorded(row: Any) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=row.event_id,
+        stream_id=row.stream_id,
+        stream_version=row.stream_version,
+        position=row.position,
+        recorded_at=row.recorded_at,
+        event=codec.decode(row.type, row.schema_version, row.data),
+        metadata=row.metadata,
+    )
+
+
+def _constraint(error: IntegrityError) -> str | None:
+    diag = getattr(error.orig, "diag", None)
+    return getattr(diag, "constraint_name", None)

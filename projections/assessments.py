@@ -1,0 +1,94 @@
+"""The active-assessments projection: one row per assessment, what the API lists and gets."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from functools import singledispatch
+
+from sqlalchemy import Table, select
+from sqlalchemy.engine import Connection
+
+from events.model import AssessmentCreated, AssessmentDeleted, Event, RecordedEvent
+from projections.projector import Tracked
+from projections.tables import ASSESSMENTS_VIEW, upsert
+
+
+@dataclass(frozen=True)
+class AssessmentRow:
+    id: uuid.UUID
+    org_id: str
+    title: str
+    role: str
+    task_brief: str
+    repo_url: str | None
+    time_limit_minutes: int | None
+    expires_in_days: int
+    issue_id: str | None
+    rubric_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
+
+
+def row_from_created(event: AssessmentCreated) -> AssessmentRow:
+    """The view of a just-created assessment; the API answers a create with it too."""
+    return AssessmentRow(
+        id=event.assessment_id,
+        org_id=event.org_id,
+        title=event.title,
+        role=event.role,
+        task_brief=event.task_brief,
+        repo_url=event.repo_url,
+        time_limit_minutes=event.time_limit_minutes,
+        expires_in_days=event.expires_in_days,
+        issue_id=event.issue_id,
+        rubric_id=event.rubric_id,
+        created_at=event.created_at,
+        updated_at=event.created_at,
+    )
+
+
+@singledispatch
+def evolve_row(event: Event, row: AssessmentRow | None) -> AssessmentRow | None:
+    return row  # key events do not change the assessment itself
+
+
+@evolve_row.register
+def _(event: AssessmentCreated, row: AssessmentRow | None) -> AssessmentRow | None:
+    return row_from_created(event)
+
+
+@evolve_row.register
+def _(event: AssessmentDeleted, row: AssessmentRow | None) -> AssessmentRow | None:
+    return row and replace(row, deleted_at=event.deleted_at, updated_at=event.deleted_at)
+
+
+class AssessmentsProjection:
+    name = "assessments"
+
+    def __init__(self, table: Table = ASSESSMENTS_VIEW) -> None:
+        self.table = table
+
+    def initial(self, stream_id: uuid.UUID) -> AssessmentRow | None:
+        return None
+
+    def evolve(self, value: AssessmentRow | None, recorded: RecordedEvent) -> AssessmentRow | None:
+        return evolve_row(recorded.event, value)
+
+    def load(self, conn: Connection, stream_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tracked]:
+        rows = conn.execute(select(self.table).where(self.table.c.id.in_(stream_ids)))
+        return {
+            row.id: Tracked(row.id, row.version, AssessmentRow(**_without(row._mapping, "version")))
+            for row in rows
+        }
+
+    def save(self, conn: Connection, states: Sequence[Tracked]) -> None:
+        rows = [{**asdict(s.value), "version": s.version} for s in states if s.value is not None]
+        upsert(conn, self.table, "id", rows)
+
+
+def _without(mapping, *names: str) -> dict:
+    return {k: v for k, v in mapping.items() if k not in names}

@@ -1,0 +1,115 @@
+"""The candidate-keys projection: every key of every assessment, with its lifecycle times."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from functools import singledispatch
+from types import MappingProxyType
+
+from sqlalchemy import Table, select
+from sqlalchemy.engine import Connection
+
+from events.model import CandidateKeyIssued, CandidateKeyRevoked, Event, RecordedEvent
+from projections.projector import Tracked
+from projections.tables import CANDIDATE_KEYS_VERSIONS, CANDIDATE_KEYS_VIEW, upsert
+
+PENDING, ACTIVE, COMPLETED, EXPIRED = "pending", "active", "completed", "expired"
+
+Keys = Mapping[uuid.UUID, "KeyRow"]
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: uuid.UUID
+    assessment_id: uuid.UUID
+    org_id: str
+    key: str
+    candidate_email: str | None
+    candidate_name: str | None
+    org_name: str | None
+    expires_at: datetime
+    created_at: datetime
+    redeemed_at: datetime | None = None
+    completed_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
+
+    def status_at(self, now: datetime) -> str:
+        """`expired` is derived, not an event: a key simply stops being usable in time."""
+        if self.completed_at is not None:
+            return COMPLETED
+        if now >= self.expires_at:
+            return EXPIRED
+        return ACTIVE if self.redeemed_at is not None else PENDING
+
+
+@singledispatch
+def evolve_keys(event: Event, keys: Keys) -> Keys:
+    return keys
+
+
+@evolve_keys.register
+def _(event: CandidateKeyIssued, keys: Keys) -> Keys:
+    row = KeyRow(
+        id=event.key_id,
+        assessment_id=event.assessment_id,
+        org_id=event.org_id,
+        key=event.key,
+        candidate_email=event.candidate_email,
+        candidate_name=event.candidate_name,
+        org_name=event.org_name,
+        expires_at=event.expires_at,
+        created_at=event.issued_at,
+    )
+    return MappingProxyType({**keys, row.id: row})
+
+
+@evolve_keys.register
+def _(event: CandidateKeyRevoked, keys: Keys) -> Keys:
+    revoked = replace(keys[event.key_id], revoked_at=event.revoked_at, revoke_reason=event.reason)
+    return MappingProxyType({**keys, event.key_id: revoked})
+
+
+def fold_keys(events: Iterable[Event]) -> list[KeyRow]:
+    """The keys that a sequence of events describes, in issue order."""
+    keys: Keys = MappingProxyType({})
+    for event in events:
+        keys = evolve_keys(event, keys)
+    return list(keys.values())
+
+
+class CandidateKeysProjection:
+    name = "candidate_keys"
+
+    def __init__(self, table: Table = CANDIDATE_KEYS_VIEW, versions: Table = CANDIDATE_KEYS_VERSIONS) -> None:
+        self.table = table
+        self.versions = versions
+
+    def initial(self, stream_id: uuid.UUID) -> Keys:
+        return MappingProxyType({})
+
+    def evolve(self, value: Keys, recorded: RecordedEvent) -> Keys:
+        return evolve_keys(recorded.event, value)
+
+    def load(self, conn: Connection, stream_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tracked]:
+        versions = conn.execute(select(self.versions).where(self.versions.c.stream_id.in_(stream_ids)))
+        states = {
+            row.stream_id: Tracked(row.stream_id, row.version, MappingProxyType({})) for row in versions
+        }
+        keys = conn.execute(select(self.table).where(self.table.c.assessment_id.in_(list(states))))
+        grouped: dict[uuid.UUID, dict[uuid.UUID, KeyRow]] = {}
+        for row in keys:
+            grouped.setdefault(row.assessment_id, {})[row.id] = KeyRow(**row._mapping)
+        for stream_id, rows in grouped.items():
+            states[stream_id].value = MappingProxyType(rows)
+        return states
+
+    def save(self, conn: Connection, states: Sequence[Tracked]) -> None:
+        if not states:
+            return
+        versions = [{"stream_id": s.stream_id, "version": s.version} for s in states]
+        upsert(conn, self.versions, "stream_id", versions)
+        upsert(conn, self.table, "id", [asdict(row) for s in states for row in s.value.values()])

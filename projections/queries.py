@@ -1,0 +1,125 @@
+"""What the API reads: projections joined with the catalogue, and the read-your-writes wait."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.engine import Connection, Engine
+
+from events.db import projection_pending_table as pending
+from projections.assessments import AssessmentRow
+from projections.candidate_keys import KeyRow
+from projections.tables import ASSESSMENTS_VIEW as view
+from projections.tables import CANDIDATE_KEYS_VIEW as keys_view
+from projections.tables import oss_issues
+
+_ASSESSMENT_COLUMNS = [c for c in view.columns if c.name != "version"]
+_ISSUE_COLUMNS = [c.label(f"catalogue_{c.name}") for c in oss_issues.columns]
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class AssessmentWithIssue:
+    assessment: AssessmentRow
+    issue: dict[str, Any] | None
+
+
+def wait_until_projected(
+    engine: Engine, org_id: str, timeout: float, stream_id: uuid.UUID | None = None
+) -> bool:
+    """Wait until every event of the organisation (or of one stream) that was committed before
+    this call has been applied by the worker. False when `timeout` passed first: the caller
+    then serves what is there and says it may be stale."""
+    scope = [pending.c.org_id == org_id]
+    if stream_id is not None:
+        scope.append(pending.c.stream_id == stream_id)
+    with engine.connect() as conn:
+        target = conn.scalar(select(func.max(pending.c.position)).where(*scope))
+    if target is None:
+        return True
+    still_pending = select(exists().where(*scope, pending.c.position <= target))
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        with engine.connect() as conn:
+            if not conn.scalar(still_pending):
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.05)
+
+
+def _with_issues():
+    return select(*_ASSESSMENT_COLUMNS, *_ISSUE_COLUMNS).select_from(
+        view.outerjoin(oss_issues, oss_issues.c.id == view.c.issue_id)
+    )
+
+
+def _to_result(row: Any) -> AssessmentWithIssue:
+    mapping = row._mapping
+    assessment = AssessmentRow(**{c.name: mapping[c.name] for c in _ASSESSMENT_COLUMNS})
+    issue = None
+    if mapping["catalogue_id"] is not None:
+        issue = {c.name: mapping[f"catalogue_{c.name}"] for c in oss_issues.columns}
+    return AssessmentWithIssue(assessment, issue)
+
+
+def list_assessments(
+    conn: Connection, org_id: str, limit: int | None = None, after: str | None = None
+) -> tuple[list[AssessmentWithIssue], str | None]:
+    """Active assessments by creation time (ties by id). With `limit`, also the cursor of the
+    next page (None on the last one)."""
+    query = _with_issues().where(view.c.org_id == org_id, view.c.deleted_at.is_(None))
+    if after is not None:
+        created_at, last_id = decode_cursor(after)
+        query = query.where(
+            or_(view.c.created_at > created_at, and_(view.c.created_at == created_at, view.c.id > last_id))
+        )
+    query = query.order_by(view.c.created_at, view.c.id)
+    if limit is None:
+        return [_to_result(row) for row in conn.execute(query)], None
+    rows = [_to_result(row) for row in conn.execute(query.limit(limit + 1))]
+    page, more = rows[:limit], len(rows) > limit
+    return page, encode_cursor(page[-1].assessment) if more else None
+
+
+def get_assessment(conn: Connection, org_id: str, assessment_id: uuid.UUID) -> AssessmentWithIssue | None:
+    query = _with_issues().where(
+        view.c.id == assessment_id, view.c.org_id == org_id, view.c.deleted_at.is_(None)
+    )
+    row = conn.execute(query).first()
+    return _to_result(row) if row else None
+
+
+def list_keys(conn: Connection, assessment_id: uuid.UUID) -> list[KeyRow]:
+    query = (
+        select(keys_view)
+        .where(keys_view.c.assessment_id == assessment_id, keys_view.c.revoked_at.is_(None))
+        .order_by(keys_view.c.created_at, keys_view.c.id)
+    )
+    return [KeyRow(**row._mapping) for row in conn.execute(query)]
+
+
+def encode_cursor(row: AssessmentRow) -> str:
+    raw = json.dumps([row.created_at.isoformat(), str(row.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, last_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), uuid.UUID(last_id)
+    except (ValueError, TypeError) as error:
+        raise InvalidCursor(cursor) from error

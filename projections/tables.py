@@ -1,0 +1,110 @@
+"""Read-model tables. Everything here can be dropped and rebuilt from the event store,
+except the OSS issue catalogue, which is reference data imported by operators."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.engine import Connection
+
+metadata = MetaData()
+
+
+def assessments_view(name: str = "assessments_view", meta: MetaData = metadata) -> Table:
+    """One row per assessment stream; deleted ones keep their row (with `deleted_at`) so the
+    stream version they reflect survives and a redelivered creation cannot resurrect them."""
+    return Table(
+        name,
+        meta,
+        Column("id", UUID(as_uuid=True), primary_key=True),
+        Column("org_id", Text, nullable=False),
+        Column("title", Text, nullable=False),
+        Column("role", Text, nullable=False),
+        Column("task_brief", Text, nullable=False),
+        Column("repo_url", Text),
+        Column("time_limit_minutes", Integer),
+        Column("expires_in_days", Integer, nullable=False),
+        Column("issue_id", Text),
+        Column("rubric_id", UUID(as_uuid=True)),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Column("deleted_at", DateTime(timezone=True)),
+        Column("version", Integer, nullable=False),
+        Index(
+            f"{name}_active_idx",
+            "org_id",
+            "created_at",
+            "id",
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+
+def candidate_keys_view(name: str = "candidate_keys_view", meta: MetaData = metadata) -> Table:
+    return Table(
+        name,
+        meta,
+        Column("id", UUID(as_uuid=True), primary_key=True),
+        Column("assessment_id", UUID(as_uuid=True), nullable=False),
+        Column("org_id", Text, nullable=False),
+        Column("key", Text, nullable=False),
+        Column("candidate_email", Text),
+        Column("candidate_name", Text),
+        Column("org_name", Text),
+        Column("expires_at", DateTime(timezone=True), nullable=False),
+        Column("redeemed_at", DateTime(timezone=True)),
+        Column("completed_at", DateTime(timezone=True)),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("revoked_at", DateTime(timezone=True)),
+        Column("revoke_reason", Text),
+        Index(f"{name}_assessment_idx", "assessment_id", "created_at", "id"),
+    )
+
+
+def candidate_keys_versions(name: str = "candidate_keys_versions", meta: MetaData = metadata) -> Table:
+    """The stream version the keys projection reflects, per assessment stream."""
+    return Table(
+        name,
+        meta,
+        Column("stream_id", UUID(as_uuid=True), primary_key=True),
+        Column("version", Integer, nullable=False),
+    )
+
+
+oss_issues = Table(
+    "oss_issues",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("repo_url", Text, nullable=False),
+    Column("issue_url", Text, nullable=False),
+    Column("task_brief", Text, nullable=False),
+    Column("language", Text, nullable=False),
+    Column("difficulty", Text, nullable=False),
+    Column("labels", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+)
+
+ASSESSMENTS_VIEW = assessments_view()
+CANDIDATE_KEYS_VIEW = candidate_keys_view()
+CANDIDATE_KEYS_VERSIONS = candidate_keys_versions()
+
+
+def upsert(conn: Connection, table: Table, key: str, rows: list[dict]) -> None:
+    """Insert or overwrite rows by their primary key, many per round trip."""
+    if not rows:
+        return
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c[key]],
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != key},
+    )
+    conn.execute(stmt, rows)

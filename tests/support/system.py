@@ -1,0 +1,133 @@
+"""The real processes of the service, run as threads of the test process: the API on a real
+HTTP port, the relay and the worker on the real PostgreSQL and RabbitMQ. Each can be stopped
+and started again, which is how fault tests take parts of the system away."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import requests
+from werkzeug.serving import make_server
+
+from api import create_app
+from events.db import make_engine
+from events.outbox import PostgresOutbox
+from events.relay import Relay
+from events.settings import Settings
+from events.store import PostgresEventStore
+from projections import default_projections
+from worker.consumer import Worker
+from worker.handler import EventHandler
+
+
+class Running:
+    """A `run()`/`stop()` object on a thread, started only once it says it is ready."""
+
+    def __init__(self, process, name: str) -> None:
+        self.process = process
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+        if not self.ready.wait(20):
+            raise RuntimeError(f"{name} did not become ready: {self.error!r}")
+
+    def _run(self) -> None:
+        try:
+            self.process.run(on_ready=self.ready.set)
+        except BaseException as error:  # surfaced by the test that started it
+            self.error = error
+            self.ready.set()
+
+    def stop(self) -> None:
+        self.process.stop()
+        self.thread.join(20)
+        assert not self.thread.is_alive(), f"{self.thread.name} did not stop"
+
+
+@dataclass
+class System:
+    settings: Settings
+    relay: Running | None = None
+    worker: Running | None = None
+    api: ApiServer | None = None
+    handlers: list[EventHandler] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.engine = make_engine(self.settings.database_url, pool_size=5)
+        self.store = PostgresEventStore(self.engine)
+
+    def start_relay(self, broker_url: str | None = None) -> Relay:
+        relay = Relay(
+            PostgresOutbox(self.engine),
+            broker_url or self.settings.broker_url,
+            self.settings.exchange,
+            self.settings.worker_queue,
+            poll_seconds=0.2,
+        )
+        self.relay = Running(relay, "relay")
+        return relay
+
+    def start_worker(self, broker_url: str | None = None, **options) -> Worker:
+        handler = EventHandler(self.engine, self.store, default_projections())
+        self.handlers.append(handler)
+        worker = Worker(
+            handler,
+            broker_url or self.settings.broker_url,
+            self.settings.exchange,
+            self.settings.worker_queue,
+            **options,
+        )
+        self.worker = Running(worker, "worker")
+        return worker
+
+    def start_api(self) -> str:
+        self.api = ApiServer(self.settings)
+        return self.api.url
+
+    def stop_relay(self) -> None:
+        if self.relay:
+            self.relay.stop()
+            self.relay = None
+
+    def stop_worker(self) -> None:
+        if self.worker:
+            self.worker.stop()
+            self.worker = None
+
+    def stop(self) -> None:
+        self.stop_relay()
+        self.stop_worker()
+        if self.api:
+            self.api.stop()
+            self.api = None
+        self.engine.dispose()
+
+
+class ApiServer:
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
+        self.app.extensions["assessments"].engine.dispose()
+
+
+class Client(requests.Session):
+    """A reviewer's HTTP client: the API's base URL and a bearer token."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        super().__init__()
+        self.base_url = base_url
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs.setdefault("timeout", 10)
+        return super().request(method, self.base_url + url, *args, **kwargs)

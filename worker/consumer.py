@@ -1,0 +1,184 @@
+"""The RabbitMQ side of the worker: consume in batches, ack after commit, dead-letter poison.
+
+Errors are told apart: a lost broker or database connection is retried (the unacked batch
+goes back to the queue when the connection closes); a message that cannot be decoded, or that
+fails on its own every time, is dead-lettered with the reason so it never blocks the queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from events import messages
+from events.broker import (
+    FATAL_BROKER_ERRORS,
+    RETRYABLE_BROKER_ERRORS,
+    connection_parameters,
+    declare_topology,
+)
+from events.model import RecordedEvent
+from worker.handler import EventHandler
+
+log = logging.getLogger(__name__)
+
+MIN_BACKOFF = 0.2
+MAX_BACKOFF = 30.0
+SWEEP_EVERY_SECONDS = 5.0
+
+
+@dataclass
+class Delivery:
+    tag: int
+    routing_key: str
+    properties: pika.BasicProperties
+    body: bytes
+
+
+def is_transient(error: BaseException) -> bool:
+    """A database error that a reconnect can cure, as opposed to a bug or a bad event."""
+    return isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+
+
+class Worker:
+    def __init__(
+        self,
+        handler: EventHandler,
+        broker_url: str,
+        exchange: str,
+        queue: str,
+        prefetch: int = 500,
+        attempts: int = 3,
+    ) -> None:
+        self.handler = handler
+        self.broker_url = broker_url
+        self.exchange = exchange
+        self.queue = queue
+        self.dead_letter_queue = f"{queue}.dead"
+        self.prefetch = prefetch
+        self.attempts = attempts
+        self.dead_lettered = 0
+        self._stop = threading.Event()
+        self._buffer: list[Delivery] = []
+        self._last_sweep = 0.0
+
+    def stop(self) -> None:
+        """Safe from a signal handler: the loop finishes its batch, then closes."""
+        self._stop.set()
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        backoff = MIN_BACKOFF
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self._consume(on_ready)
+            except FATAL_BROKER_ERRORS:
+                raise
+            except RETRYABLE_BROKER_ERRORS as error:
+                log.warning("worker lost the broker: %r", error)
+            except DBAPIError as error:
+                if not is_transient(error):
+                    raise
+                log.warning("worker lost the database: %r", error)
+            if time.monotonic() - started > MAX_BACKOFF:
+                backoff = MIN_BACKOFF
+            self._wait_and_sweep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+        log.info("worker stopped")
+
+    def _wait_and_sweep(self, seconds: float) -> None:
+        """While the broker is away, keep projections moving from the store itself."""
+        self._maybe_sweep()
+        self._stop.wait(seconds)
+
+    def _maybe_sweep(self) -> None:
+        if time.monotonic() - self._last_sweep < SWEEP_EVERY_SECONDS:
+            return
+        self._last_sweep = time.monotonic()
+        try:
+            self.handler.sweep()
+        except DBAPIError as error:
+            log.warning("sweep failed: %r", error)
+
+    def _consume(self, on_ready: Callable[[], None] | None) -> None:
+        connection = pika.BlockingConnection(connection_parameters(self.broker_url))
+        self._buffer.clear()
+        try:
+            channel = connection.channel()
+            declare_topology(channel, self.exchange, self.queue)
+            channel.confirm_delivery()  # dead-lettering is a publish; it must not be lost
+            channel.basic_qos(prefetch_count=self.prefetch)
+            channel.basic_consume(self.queue, on_message_callback=self._on_message)
+            log.info("worker consuming %s", self.queue)
+            if on_ready is not None:
+                on_ready()
+            while not self._stop.is_set():
+                connection.process_data_events(time_limit=0 if self._buffer else 0.5)
+                if self._buffer:
+                    connection.process_data_events(time_limit=0)  # take what already arrived
+                    self._process(channel, self._take_batch())
+                self._maybe_sweep()
+        finally:
+            if connection.is_open:
+                with contextlib.suppress(*RETRYABLE_BROKER_ERRORS):
+                    connection.close()  # unacked deliveries go back to the queue
+
+    def _on_message(self, _channel, method, properties, body) -> None:
+        self._buffer.append(Delivery(method.delivery_tag, method.routing_key, properties, body))
+
+    def _take_batch(self) -> list[Delivery]:
+        batch, self._buffer = self._buffer, []
+        return batch
+
+    def _process(self, channel: BlockingChannel, batch: list[Delivery]) -> None:
+        decoded: list[tuple[Delivery, RecordedEvent]] = []
+        for delivery in batch:
+            try:
+                decoded.append((delivery, messages.decode(delivery.body)))
+            except messages.UndecodableMessage as error:
+                self._dead_letter(channel, delivery, f"undecodable: {error}")
+        try:
+            self.handler.handle([event for _, event in decoded])
+        except Exception as error:
+            if is_transient(error):
+                raise
+            log.exception("batch failed; retrying its messages one by one")
+            self._isolate(channel, decoded)
+        channel.basic_ack(delivery_tag=batch[-1].tag, multiple=True)
+
+    def _isolate(self, channel: BlockingChannel, decoded: list[tuple[Delivery, RecordedEvent]]) -> None:
+        """Find the message(s) that break a batch; the rest are applied normally."""
+        for delivery, event in decoded:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    self.handler.handle([event])
+                    break
+                except Exception as error:
+                    if is_transient(error):
+                        raise
+                    if attempt == self.attempts:
+                        self._dead_letter(channel, delivery, f"failed {attempt} times: {error!r}")
+
+    def _dead_letter(self, channel: BlockingChannel, delivery: Delivery, reason: str) -> None:
+        log.error("dead-lettering message %s: %s", delivery.properties.message_id, reason)
+        headers = dict(delivery.properties.headers or {})
+        headers.update({"x-dead-letter-reason": reason, "x-original-routing-key": delivery.routing_key})
+        properties = pika.BasicProperties(
+            content_type=delivery.properties.content_type,
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=delivery.properties.message_id,
+            type=delivery.properties.type,
+            headers=headers,
+        )
+        channel.basic_publish("", self.dead_letter_queue, delivery.body, properties)
+        self.dead_lettered += 1

@@ -29,7 +29,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     if services is None:
-        engine = make_engine(settings.database_url)
+        # The API only reads with this engine (appends are single statements): no BEGIN and
+        # ROLLBACK round trips around each query.
+        engine = make_engine(settings.database_url).execution_options(isolation_level="AUTOCOMMIT")
         store = PostgresEventStore(engine)
         services = Services(settings, engine, store, AssessmentService(store))
     app.extensions[EXTENSION] = services

@@ -30,6 +30,14 @@ from projections.candidate_keys import KeyRow, fold_keys
 
 bp = Blueprint("assessments", __name__, url_prefix="/v1/assessments")
 
+# Schemas keep no per-request state: one instance each.
+_ASSESSMENT_SCHEMA = AssessmentSchema()
+_ASSESSMENT_WITH_ISSUE_SCHEMA = AssessmentWithIssueSchema()
+_CANDIDATE_KEY_SCHEMA = CandidateKeySchema()
+_CREATE_ASSESSMENT_SCHEMA = CreateAssessmentSchema()
+_ISSUE_KEYS_SCHEMA = IssueKeysSchema()
+_LIST_QUERY_SCHEMA = ListQuerySchema()
+
 STALE_HEADERS = {"Warning": '110 - "Response is Stale"', "X-Projection-Stale": "true"}
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -94,7 +102,7 @@ def _created_response(row, replayed: bool = False):
     headers = {"Location": url_for("assessments.get_one", assessment_id=row.id)}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return _respond({"assessment": AssessmentSchema().dump(row)}, status=201, headers=headers)
+    return _respond({"assessment": _ASSESSMENT_SCHEMA.dump(row)}, status=201, headers=headers)
 
 
 def _details(data: dict[str, Any]) -> AssessmentDetails:
@@ -125,7 +133,7 @@ def create():
     fingerprint = _fingerprint(body)
     if key and (replayed := _replay(key, fingerprint)):
         return replayed
-    details = _details(CreateAssessmentSchema().load(body))
+    details = _details(_CREATE_ASSESSMENT_SCHEMA.load(body))
     claims = [Reservation(_idempotency_scope(), key, {"fingerprint": fingerprint})] if key else []
     try:
         recorded = services().assessments.create(reviewer().org_id, details, _metadata(), claims)
@@ -140,7 +148,7 @@ def create():
 @bp.get("")
 @requires_reviewer
 def list_all():
-    args = ListQuerySchema().load(request.args.to_dict())
+    args = _LIST_QUERY_SCHEMA.load(request.args.to_dict())
     paged = "limit" in args or "after" in args
     fresh = _read_fresh()
     try:
@@ -157,13 +165,13 @@ def list_all():
 
 
 def _with_issue(item: queries.AssessmentWithIssue) -> dict[str, Any]:
-    return AssessmentWithIssueSchema().dump({**vars(item.assessment), "issue": item.issue})
+    return _ASSESSMENT_WITH_ISSUE_SCHEMA.dump({**vars(item.assessment), "issue": item.issue})
 
 
 @bp.get("/<assessment_id>")
 def get_one(assessment_id: str):
+    who = caller()  # credentials first: an anonymous caller learns nothing about ids
     stream_id = path_uuid(assessment_id, "Assessment")
-    who = caller()
     if isinstance(who, Candidate):
         return _get_as_candidate(who.key, stream_id)
     g.reviewer = who
@@ -188,7 +196,7 @@ def _get_as_candidate(key: str, stream_id: uuid.UUID):
         with svc.engine.connect() as conn:
             found = catalogue.get_issue(conn, row.issue_id)
         issue = dict(found._mapping) if found else None
-    return _respond({"assessment": AssessmentWithIssueSchema().dump({**vars(row), "issue": issue})})
+    return _respond({"assessment": _ASSESSMENT_WITH_ISSUE_SCHEMA.dump({**vars(row), "issue": issue})})
 
 
 @bp.delete("/<assessment_id>")
@@ -203,14 +211,14 @@ def delete(assessment_id: str):
 
 
 def _key_view(row: KeyRow) -> dict[str, Any]:
-    return CandidateKeySchema().dump({**vars(row), "status": row.status_at(utcnow())})
+    return _CANDIDATE_KEY_SCHEMA.dump({**vars(row), "status": row.status_at(utcnow())})
 
 
 @bp.post("/<assessment_id>/keys")
 @requires_reviewer
 def issue_keys(assessment_id: str):
     stream_id = path_uuid(assessment_id, "Assessment")
-    data = IssueKeysSchema().load(json_body())
+    data = _ISSUE_KEYS_SCHEMA.load(json_body())
     emails = data["candidate_emails"] or [None] * data["count"]
     names = data["candidate_names"] or [None] * len(emails)
     recorded = services().assessments.issue_keys(

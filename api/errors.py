@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 from marshmallow import ValidationError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from events.aggregate import AssessmentNotFound, KeyNotFound
@@ -24,6 +25,7 @@ _CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     500: "internal",
+    503: "unavailable",
 }
 
 
@@ -73,6 +75,13 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ConcurrencyConflict)
     def _conflict(_error):
         return error_response(409, "The resource was changed concurrently; retry the request.")
+
+    @app.errorhandler(OperationalError)
+    def _database_unavailable(error: OperationalError):
+        log.warning("database unavailable: %r", error)
+        response = error_response(503, "The service is briefly unavailable; retry the request.")
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):

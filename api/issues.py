@@ -10,6 +10,8 @@ from api.schemas import IssueSchema
 from projections import catalogue
 
 bp = Blueprint("issues", __name__, url_prefix="/v1/issues")
+_ISSUE_SCHEMA = IssueSchema()
+_ISSUES_SCHEMA = IssueSchema(many=True)
 
 
 @bp.get("")
@@ -17,7 +19,7 @@ bp = Blueprint("issues", __name__, url_prefix="/v1/issues")
 def list_all():
     with services().engine.connect() as conn:
         issues = catalogue.list_issues(conn)
-    return jsonify({"issues": IssueSchema(many=True).dump([row._mapping for row in issues])})
+    return jsonify({"issues": _ISSUES_SCHEMA.dump([row._mapping for row in issues])})
 
 
 @bp.get("/<issue_id>")
@@ -27,4 +29,4 @@ def get_one(issue_id: str):
         issue = catalogue.get_issue(conn, issue_id)
     if issue is None:
         raise not_found("Issue")
-    return jsonify({"issue": IssueSchema().dump(issue._mapping)})
+    return jsonify({"issue": _ISSUE_SCHEMA.dump(issue._mapping)})

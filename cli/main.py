@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from api import auth
 from events.db import ensure_database, make_engine
@@ -37,7 +38,17 @@ def configure_logging(level: str) -> None:
     logging.getLogger("pika").setLevel(logging.WARNING)
 
 
-@click.group()
+class Cli(click.Group):
+    """Turns an unreachable database into one readable line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OperationalError as error:
+            raise click.ClickException(f"cannot reach the database: {error.orig}") from None
+
+
+@click.group(cls=Cli)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Event-sourced assessments service. Configured by ASSESSMENTS_* environment variables."""

@@ -80,9 +80,11 @@ def decode(type_name: str, schema_version: int, data: JsonDict) -> Event:
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
         raise UnknownEventType(type_name)
-    data = upcast(type_name, schema_version, data)
     try:
+        data = upcast(type_name, schema_version, data)
         return cls(**{name: _decode_value(kind, data[key]) for name, key, kind in _field_types(cls)})
+    except UndecodableEvent:
+        raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise UndecodableEvent(f"{type_name} v{schema_version}: {error!r}") from error
 

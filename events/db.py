@@ -79,13 +79,10 @@ OUTBOX_CHANNEL = "assessments_outbox"
 
 
 def make_engine(database_url: str, pool_size: int = 10) -> Engine:
-    return create_engine(
-        database_url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-    )
+    """No pre-ping: it would cost a round trip per checkout on the hot path. A connection
+    found dead (after a database restart) invalidates the whole pool at once; the API answers
+    that one request with a 503, the relay and the worker retry."""
+    return create_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def ensure_database(database_url: str) -> bool:

@@ -9,13 +9,14 @@ read-your-writes) and any cross-stream reservations, so either all of it exists 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import select, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from events import codec
@@ -70,11 +71,19 @@ class EventStore(Protocol):
     def reservation(self, scope: str, key: str) -> ReservationRecord | None: ...
 
 
-# One round trip: insert the events and, from what they returned, their outbox and pending
-# rows; pg_notify wakes the relay when (and only if) the transaction commits.
+# The whole append is ONE statement, run outside an explicit transaction: PostgreSQL makes a
+# statement atomic on its own, so the reservations, the events, their outbox and pending rows
+# all land or none does, in a single round trip (no BEGIN/COMMIT). A duplicate reservation or
+# stream version aborts it with the violated constraint's name. pg_notify wakes the relay at
+# commit.
 _APPEND_SQL = text(
     """
-    WITH new AS (
+    WITH reserved AS (
+        INSERT INTO reservations (scope, key, stream_id, payload)
+        SELECT r.scope, r.key, :stream_id, r.payload::jsonb
+        FROM unnest(CAST(:scopes AS text[]), CAST(:keys AS text[]), CAST(:payloads AS text[]))
+             AS r(scope, key, payload)
+    ), new AS (
         INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata)
         SELECT e.event_id, :stream_id, e.stream_version, e.type, e.schema_version, e.data::jsonb,
                CAST(:metadata AS jsonb)
@@ -95,21 +104,14 @@ _APPEND_SQL = text(
     """
 )
 
-_RESERVE_SQL = text(
-    """
-    INSERT INTO reservations (scope, key, stream_id, payload)
-    SELECT r.scope, r.key, :stream_id, r.payload::jsonb
-    FROM unnest(CAST(:scopes AS text[]), CAST(:keys AS text[]), CAST(:payloads AS text[]))
-         AS r(scope, key, payload)
-    ON CONFLICT DO NOTHING
-    RETURNING scope, key
-    """
-)
+#: "Key (scope, key)=(candidate_key, PST-ABCD-EFGH) already exists."
+_TAKEN = re.compile(r"=\((?P<scope>[^,]*), (?P<key>.*)\) already exists")
 
 
 class PostgresEventStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def append(
         self,
@@ -126,27 +128,25 @@ class PostgresEventStore:
             return []
         event_ids = [uuid7() for _ in events]
         meta = metadata.as_dict()
+        params = {
+            "stream_id": stream_id,
+            "org_id": metadata.org_id,
+            "metadata": json.dumps(meta),
+            "event_ids": event_ids,
+            "versions": [expected_version + n for n in range(1, len(events) + 1)],
+            "types": [event.type_name for event in events],
+            "schema_versions": [event.schema_version for event in events],
+            "datas": [json.dumps(codec.encode(event)) for event in events],
+            "scopes": [r.scope for r in reservations],
+            "keys": [r.key for r in reservations],
+            "payloads": [json.dumps(r.payload) for r in reservations],
+            "channel": OUTBOX_CHANNEL,
+        }
         try:
-            with self.engine.begin() as conn:
-                self._reserve(conn, stream_id, reservations)
-                rows = conn.execute(
-                    _APPEND_SQL,
-                    {
-                        "stream_id": stream_id,
-                        "org_id": metadata.org_id,
-                        "metadata": json.dumps(meta),
-                        "event_ids": event_ids,
-                        "versions": [expected_version + n for n in range(1, len(events) + 1)],
-                        "types": [event.type_name for event in events],
-                        "schema_versions": [event.schema_version for event in events],
-                        "datas": [json.dumps(codec.encode(event)) for event in events],
-                        "channel": OUTBOX_CHANNEL,
-                    },
-                ).all()
+            with self.autocommit.connect() as conn:
+                rows = conn.execute(_APPEND_SQL, params).all()
         except IntegrityError as error:
-            if _constraint(error) == "events_stream_version_key":
-                raise ConcurrencyConflict(f"{stream_id} is past version {expected_version}") from error
-            raise
+            raise _translate(error, stream_id, expected_version, reservations) from error
         return [
             RecordedEvent(
                 event_id=row.event_id,
@@ -159,24 +159,6 @@ class PostgresEventStore:
             )
             for row, event in zip(rows, events, strict=True)
         ]
-
-    @staticmethod
-    def _reserve(conn: Connection, stream_id: uuid.UUID, reservations: Sequence[Reservation]) -> None:
-        if not reservations:
-            return
-        claimed = conn.execute(
-            _RESERVE_SQL,
-            {
-                "stream_id": stream_id,
-                "scopes": [r.scope for r in reservations],
-                "keys": [r.key for r in reservations],
-                "payloads": [json.dumps(r.payload) for r in reservations],
-            },
-        ).all()
-        if len(claimed) < len(reservations):
-            won = {(row.scope, row.key) for row in claimed}
-            lost = next(r for r in reservations if (r.scope, r.key) not in won)
-            raise ReservationTaken(lost.scope, lost.key)
 
     def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]:
         query = (
@@ -227,6 +209,19 @@ def to_recorded(row: Any) -> RecordedEvent:
     )
 
 
-def _constraint(error: IntegrityError) -> str | None:
+def _translate(
+    error: IntegrityError,
+    stream_id: uuid.UUID,
+    expected_version: int,
+    reservations: Sequence[Reservation],
+) -> Exception:
     diag = getattr(error.orig, "diag", None)
-    return getattr(diag, "constraint_name", None)
+    constraint = getattr(diag, "constraint_name", None)
+    if constraint == "events_stream_version_key":
+        return ConcurrencyConflict(f"{stream_id} is past version {expected_version}")
+    if constraint == "reservations_pkey":
+        taken = _TAKEN.search(getattr(diag, "message_detail", None) or "")
+        if taken:
+            return ReservationTaken(taken["scope"], taken["key"])
+        return ReservationTaken(reservations[0].scope, reservations[0].key)
+    return error

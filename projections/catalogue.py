@@ -27,6 +27,8 @@ def parse_catalogue(doc: Any) -> list[dict[str, Any]]:
         raise InvalidCatalogue('expected a list of issues (or {"issues": [...]})')
     rows = []
     for index, item in enumerate(doc):
+        if not isinstance(item, dict):
+            raise InvalidCatalogue(f"issue #{index}: expected an object")
         missing = [name for name in REQUIRED if not isinstance(item.get(name), str) or not item[name]]
         if missing:
             raise InvalidCatalogue(f"issue #{index}: missing or empty {', '.join(missing)}")
@@ -45,6 +47,9 @@ def parse_catalogue(doc: Any) -> list[dict[str, Any]]:
                 "labels": labels,
             }
         )
+    ids = [row["id"] for row in rows]
+    if len(set(ids)) != len(ids):
+        raise InvalidCatalogue(f"duplicate ids: {sorted({i for i in ids if ids.count(i) > 1})}")
     return rows
 
 

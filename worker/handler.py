@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from events.db import projection_pending_table as pending
 from events.model import AssessmentDeleted, Metadata, RecordedEvent
@@ -86,7 +87,14 @@ class EventHandler:
                 .limit(limit)
             ).all()
         for stream_id in stream_ids:
-            self.handle(self.store.load(stream_id))
+            try:
+                self.handle(self.store.load(stream_id))
+            except OperationalError:
+                raise  # the database is away: the caller backs off
+            except Exception:
+                # A stream that cannot be applied (a bug) stays pending, so readers of its
+                # organisation keep being told they may read stale data; the rest go on.
+                log.exception("sweep could not apply stream %s", stream_id)
         if stream_ids:
             log.warning("swept %d streams whose messages never arrived", len(stream_ids))
         return len(stream_ids)

@@ -1,0 +1,297 @@
+"""Benchmark of the core on the local services; prints figures, asserts nothing.
+
+    .venv/bin/python bench/core.py [--seconds 10] [--connections 16] [--api-workers 2]
+
+Measures, in one run and on the same machine:
+1. appends per second through the event store (one event per transaction);
+2. HTTP creates per second through the API (gunicorn) while the relay and the worker run,
+   against a baseline: a plain Flask app doing one INSERT per request, under the same gunicorn
+   settings and the same load (wrk, or a Python client when wrk is missing);
+3. the time from a `201 Created` to the row being in the projection (p50/p99), sampled while
+   the create load runs.
+
+It uses a database and broker names of its own and removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api import auth  # noqa: E402
+from events.aggregate import AssessmentDetails  # noqa: E402
+from events.db import make_engine  # noqa: E402
+from events.model import Metadata  # noqa: E402
+from events.service import AssessmentService  # noqa: E402
+from events.store import PostgresEventStore  # noqa: E402
+
+SERVER = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/postgres")
+BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/%2F")
+BODY = {"title": "Backend take-home", "role": "Senior Backend Engineer", "taskBrief": "Build it."}
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def admin(sql: str) -> None:
+    engine = make_engine(SERVER, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(sql))
+    engine.dispose()
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+# --- 1. appends through the store -------------------------------------------------------
+
+
+def bench_appends(database_url: str, seconds: float) -> float:
+    engine = make_engine(database_url, pool_size=2)
+    service = AssessmentService(PostgresEventStore(engine))
+    details = AssessmentDetails(title="t", role="r", task_brief="b")
+    metadata = Metadata(org_id="bench", actor="bench")
+    count, deadline = 0, time.monotonic() + seconds
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        service.create("bench", details, metadata)
+        count += 1
+    rate = count / (time.monotonic() - started)
+    engine.dispose()
+    return rate
+
+
+# --- 2. HTTP load ---------------------------------------------------------------------------
+
+
+def load(url: str, token: str, seconds: float, connections: int) -> float:
+    """Creates per second under `connections` concurrent clients."""
+    if shutil.which("wrk"):
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+            script.write(WRK_SCRIPT % (json.dumps(BODY), token))
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "-s", script.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        os.unlink(script.name)
+        non2xx = [line for line in out.splitlines() if "Non-2xx" in line]
+        if non2xx:
+            raise RuntimeError(f"errors under load: {non2xx}")
+        return float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+    return python_load(url, token, seconds, connections)
+
+
+def python_load(url: str, token: str, seconds: float, connections: int) -> float:
+    deadline = time.monotonic() + seconds
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def client() -> int:
+        done = 0
+        with requests.Session() as session:
+            while time.monotonic() < deadline:
+                session.post(url, json=BODY, headers=headers, timeout=10).raise_for_status()
+                done += 1
+        return done
+
+    with ThreadPoolExecutor(connections) as pool:
+        total = sum(pool.map(lambda _: client(), range(connections)))
+    return total / seconds
+
+
+def sample_create_to_projected(
+    url: str, token: str, database_url: str, stop: threading.Event, samples: list[float]
+) -> None:
+    """POST, then poll the projection for the new row; the gap is what a reader could see."""
+    engine = make_engine(database_url, pool_size=1)
+    headers = {"Authorization": f"Bearer {token}"}
+    with requests.Session() as session, engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        while not stop.is_set():
+            response = session.post(url, json=BODY, headers=headers, timeout=10)
+            created_at = time.perf_counter()
+            assessment_id = response.json()["assessment"]["id"]
+            while not conn.scalar(
+                text("SELECT 1 FROM assessments_view WHERE id = :id"), {"id": assessment_id}
+            ):
+                time.sleep(0.0005)
+            samples.append((time.perf_counter() - created_at) * 1000)
+            time.sleep(0.02)
+    engine.dispose()
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+class Processes:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.children: list[subprocess.Popen] = []
+
+    def start(self, *args: str) -> None:
+        self.children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.send_signal(signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        self.children.clear()
+
+
+def with_database(name: str, body: Callable[[str], None]) -> None:
+    admin(f'CREATE DATABASE "{name}"')
+    try:
+        body(SERVER.rsplit("/", 1)[0] + f"/{name}")
+    finally:
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--api-workers", type=int, default=2)
+    args = parser.parse_args()
+    run_id = uuid.uuid4().hex[:8]
+    results: dict[str, float] = {}
+
+    def run(database_url: str) -> None:
+        from cli.migrate import upgrade
+
+        upgrade(database_url)
+        results["appends_per_s"] = bench_appends(database_url, args.seconds)
+        print(f"store appends: {results['appends_per_s']:.0f}/s (one event per transaction)", flush=True)
+
+        engine = make_engine(database_url, pool_size=1)
+        token = auth.create_organisation(engine, "bench").token
+        with engine.begin() as conn:
+            conn.execute(
+                text("CREATE TABLE baseline (id uuid PRIMARY KEY, body jsonb, created_at timestamptz)")
+            )
+        engine.dispose()
+
+        env = {
+            **os.environ,
+            "ASSESSMENTS_DATABASE_URL": database_url,
+            "ASSESSMENTS_BROKER_URL": BROKER,
+            "ASSESSMENTS_EXCHANGE": f"bench-{run_id}.events",
+            "ASSESSMENTS_WORKER_QUEUE": f"bench-{run_id}.worker",
+            "ASSESSMENTS_API_WORKERS": str(args.api_workers),
+            "ASSESSMENTS_LOG_LEVEL": "WARNING",
+            "BENCH_DATABASE_URL": database_url,
+        }
+        # Baseline: the same gunicorn settings around a one-INSERT Flask app.
+        base_port = free_port()
+        baseline = Processes({**env, "PYTHONPATH": str(ROOT)})
+        baseline.start("bench.baseline_app", f"127.0.0.1:{base_port}", str(args.api_workers))
+        wait_http(f"http://127.0.0.1:{base_port}/")
+        base_url = f"http://127.0.0.1:{base_port}/v1/assessments"
+        load(base_url, token, 2, args.connections)  # warm-up
+        results["baseline_per_s"] = load(base_url, token, args.seconds, args.connections)
+        baseline.stop()
+        print(f"baseline (Flask + one INSERT): {results['baseline_per_s']:.0f} creates/s", flush=True)
+
+        port = free_port()
+        service = Processes({**env, "ASSESSMENTS_BIND": f"127.0.0.1:{port}"})
+        service.start("cli", "api")
+        service.start("cli", "relay")
+        service.start("cli", "worker")
+        url = f"http://127.0.0.1:{port}/v1/assessments"
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        try:
+            load(url, token, 2, args.connections)  # warm-up
+            stop, samples = threading.Event(), []
+            sampler = threading.Thread(
+                target=sample_create_to_projected, args=(url, token, database_url, stop, samples)
+            )
+            sampler.start()
+            results["api_per_s"] = load(url, token, args.seconds, args.connections)
+            stop.set()
+            sampler.join()
+        finally:
+            service.stop()
+        ratio = results["api_per_s"] / results["baseline_per_s"]
+        print(f"API creates (relay + worker running): {results['api_per_s']:.0f}/s = {ratio:.2f}x baseline")
+        print(
+            f"201 -> projected under that load: p50 {percentile(samples, 50):.1f} ms, "
+            f"p99 {percentile(samples, 99):.1f} ms, max {max(samples):.1f} ms (n={len(samples)}; "
+            f"mean {statistics.mean(samples):.1f} ms)"
+        )
+
+    try:
+        with_database(f"assessments_bench_{run_id}", run)
+    finally:
+        delete_broker_names(run_id)
+
+
+def delete_broker_names(run_id: str) -> None:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(BROKER))
+    channel = connection.channel()
+    for queue in (f"bench-{run_id}.worker", f"bench-{run_id}.worker.dead"):
+        channel.queue_delete(queue)
+    channel.exchange_delete(f"bench-{run_id}.events")
+    connection.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Events to JSON-ready dicts and back: camelCase, ISO `Z` millisecond times, upcasting."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from events import codec
+from events.codec import UndecodableEvent, UnknownEventType
+from events.model import EVENT_TYPES, AssessmentDeleted, Event
+from tests.unit.builders import NOW, created, deleted, one_of_each
+
+SAMPLES = {type(event).type_name: event for event in one_of_each()}
+
+
+def test_the_samples_cover_every_event_type():
+    assert set(SAMPLES) == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("type_name", sorted(EVENT_TYPES))
+def test_every_event_type_survives_an_encode_decode_round_trip(type_name: str):
+    event = SAMPLES[type_name]
+    data = codec.encode(event)
+    assert codec.decode(type_name, type(event).schema_version, data) == event
+
+
+@pytest.mark.parametrize("type_name", sorted(EVENT_TYPES))
+def test_encoded_keys_are_the_camel_case_field_names(type_name: str):
+    event = SAMPLES[type_name]
+    expected = {codec.camel(f.name) for f in dataclasses.fields(event)}
+    assert set(codec.encode(event)) == expected
+    assert all("_" not in key for key in expected)
+
+
+@pytest.mark.parametrize("type_name", sorted(EVENT_TYPES))
+def test_encoded_data_is_plain_json_types(type_name: str):
+    for value in codec.encode(SAMPLES[type_name]).values():
+        assert value is None or isinstance(value, str | int | float | bool | list | dict)
+
+
+def test_encoding_writes_uuids_as_strings_and_times_as_iso_z_milliseconds():
+    event = created(created_at=NOW + timedelta(milliseconds=5))
+    data = codec.encode(event)
+    assert data["assessmentId"] == str(event.assessment_id)
+    assert data["rubricId"] == str(event.rubric_id)
+    assert data["createdAt"] == "2026-04-01T09:00:00.005Z"
+    assert data["timeLimitMinutes"] == 90
+    assert data["taskBrief"] == event.task_brief
+
+
+def test_null_optional_fields_round_trip_as_null():
+    event = created(repo_url=None, time_limit_minutes=None, issue_id=None, rubric_id=None)
+    data = codec.encode(event)
+    assert data["rubricId"] is None
+    assert data["repoUrl"] is None
+    assert codec.decode("AssessmentCreated", 1, data) == event
+
+
+def test_format_time_is_utc_with_milliseconds_and_z():
+    assert codec.format_time(NOW) == "2026-04-01T09:00:00.000Z"
+
+
+def test_format_time_converts_other_offsets_to_utc():
+    paris = timezone(timedelta(hours=2))
+    assert codec.format_time(datetime(2026, 4, 1, 11, 0, 0, 123456, tzinfo=paris)) == (
+        "2026-04-01T09:00:00.123Z"
+    )
+
+
+def test_parse_time_reads_what_format_time_writes():
+    moment = NOW + timedelta(milliseconds=42)
+    assert codec.parse_time(codec.format_time(moment)) == moment
+
+
+def test_decoding_an_unknown_type_raises_unknown_event_type():
+    with pytest.raises(UnknownEventType):
+        codec.decode("AssessmentArchived", 1, {})
+
+
+@pytest.mark.parametrize("missing", ["assessmentId", "orgId", "deletedAt"])
+def test_decoding_a_payload_missing_a_field_raises_undecodable_event(missing: str):
+    data = codec.encode(deleted(created()))
+    del data[missing]
+    with pytest.raises(UndecodableEvent):
+        codec.decode("AssessmentDeleted", 1, data)
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"), [("assessmentId", "not-a-uuid"), ("deletedAt", "yesterday"), ("deletedAt", 5)]
+)
+def test_decoding_a_malformed_value_raises_undecodable_event(key: str, bad: object):
+    data = {**codec.encode(deleted(created())), key: bad}
+    with pytest.raises(UndecodableEvent):
+        codec.decode("AssessmentDeleted", 1, data)
+
+
+def test_decoding_a_schema_version_newer_than_the_code_raises_undecodable_event():
+    data = codec.encode(deleted(created()))
+    with pytest.raises(UndecodableEvent):
+        codec.decode("AssessmentDeleted", AssessmentDeleted.schema_version + 1, data)
+
+
+# --- upcasting ---------------------------------------------------------------------------------
+
+
+def _rename(old: str, new: str):
+    def upcaster(data: dict) -> dict:
+        data = dict(data)
+        data[new] = data.pop(old)
+        return data
+
+    return upcaster
+
+
+@pytest.fixture
+def deleted_v2(monkeypatch: pytest.MonkeyPatch) -> type[Event]:
+    """A pretend v2 of AssessmentDeleted: v1 called `deletedAt` `removedAt`."""
+    monkeypatch.setattr(AssessmentDeleted, "schema_version", 2)
+    monkeypatch.setitem(codec.UPCASTERS, ("AssessmentDeleted", 1), _rename("removedAt", "deletedAt"))
+    return AssessmentDeleted
+
+
+def test_an_old_payload_is_upcast_to_the_newest_shape(deleted_v2):
+    event = deleted(created())
+    v1 = codec.encode(event)
+    v1["removedAt"] = v1.pop("deletedAt")
+    assert codec.decode("AssessmentDeleted", 1, v1) == event
+
+
+def test_a_payload_of_the_newest_version_is_not_upcast(deleted_v2):
+    event = deleted(created())
+    assert codec.decode("AssessmentDeleted", 2, codec.encode(event)) == event
+
+
+def test_upcasters_chain_from_any_old_version_to_the_newest(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(AssessmentDeleted, "schema_version", 3)
+    monkeypatch.setitem(codec.UPCASTERS, ("AssessmentDeleted", 1), _rename("goneAt", "removedAt"))
+    monkeypatch.setitem(codec.UPCASTERS, ("AssessmentDeleted", 2), _rename("removedAt", "deletedAt"))
+    event = deleted(created())
+    v1 = codec.encode(event)
+    v1["goneAt"] = v1.pop("deletedAt")
+    v2 = codec.encode(event)
+    v2["removedAt"] = v2.pop("deletedAt")
+    assert codec.decode("AssessmentDeleted", 1, v1) == event
+    assert codec.decode("AssessmentDeleted", 2, v2) == event

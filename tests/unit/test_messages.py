@@ -1,0 +1,121 @@
+"""The published message: a CloudEvents 1.0 JSON envelope around one recorded event."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from events import codec, messages
+from events.messages import UndecodableMessage
+from events.model import EVENT_TYPES, Metadata
+from tests.unit.builders import NOW, created, one_of_each, recorded
+
+CORRELATION, CAUSATION = "req-7f3a", "evt-41c2"
+
+
+def sample(event=None, stream_version: int = 3, position: int = 1042):
+    event = event or created()
+    metadata = Metadata(event.org_id, actor="reviewer", correlation_id=CORRELATION, causation_id=CAUSATION)
+    return recorded(event, stream_version, position, **metadata.as_dict())
+
+
+def test_the_envelope_carries_the_cloudevents_attributes():
+    message = sample()
+    envelope = json.loads(messages.encode(message))
+    assert envelope == {
+        "specversion": "1.0",
+        "id": str(message.event_id),
+        "source": messages.SOURCE,
+        "type": "AssessmentCreated",
+        "subject": str(message.stream_id),
+        "time": "2026-04-01T09:00:00.000Z",
+        "datacontenttype": "application/json",
+        "schemaversion": 1,
+        "streamid": str(message.stream_id),
+        "streamversion": 3,
+        "position": 1042,
+        "orgid": message.event.org_id,
+        "correlationid": CORRELATION,
+        "causationid": CAUSATION,
+        "data": codec.encode(message.event),
+    }
+
+
+def test_the_envelope_subject_and_stream_are_the_assessment():
+    message = sample()
+    envelope = messages.envelope(message)
+    assert envelope["subject"] == envelope["streamid"] == str(message.event.assessment_id)
+
+
+def test_the_message_body_is_utf8_json():
+    body = messages.encode(sample(created(title="Entwickler:in für Zürich")))
+    assert json.loads(body.decode("utf-8"))["data"]["title"] == "Entwickler:in für Zürich"
+
+
+@pytest.mark.parametrize("event", one_of_each(), ids=lambda e: type(e).type_name)
+def test_every_event_type_survives_an_encode_decode_round_trip(event):
+    message = sample(event)
+    decoded = messages.decode(messages.encode(message))
+    assert decoded.event == message.event
+    assert decoded.event_id == message.event_id
+    assert decoded.stream_id == message.stream_id
+    assert decoded.stream_version == message.stream_version
+    assert decoded.position == message.position
+    assert decoded.recorded_at == NOW
+
+
+def test_the_round_trip_keeps_org_correlation_and_causation():
+    decoded = messages.decode(messages.encode(sample()))
+    assert decoded.metadata == {
+        "orgId": decoded.event.org_id,
+        "correlationId": CORRELATION,
+        "causationId": CAUSATION,
+    }
+
+
+def test_every_event_type_has_a_routing_key():
+    assert {name: messages.routing_key(name) for name in EVENT_TYPES} == {
+        "AssessmentCreated": "assessment.created",
+        "AssessmentDeleted": "assessment.deleted",
+        "CandidateKeyIssued": "candidate_key.issued",
+        "CandidateKeyRevoked": "candidate_key.revoked",
+    }
+
+
+@pytest.mark.parametrize("body", [b"not json", b"\xff\xfe\xfa not utf-8", b"[]", b"null", b'"text"', b""])
+def test_a_body_that_is_not_an_envelope_is_undecodable(body: bytes):
+    with pytest.raises(UndecodableMessage):
+        messages.decode(body)
+
+
+def test_an_unknown_event_type_is_undecodable():
+    envelope = {**messages.envelope(sample()), "type": "AssessmentArchived"}
+    with pytest.raises(UndecodableMessage):
+        messages.decode(json.dumps(envelope).encode())
+
+
+@pytest.mark.parametrize(
+    "missing", ["id", "type", "time", "schemaversion", "streamid", "streamversion", "position", "data"]
+)
+def test_an_envelope_missing_a_required_attribute_is_undecodable(missing: str):
+    envelope = messages.envelope(sample())
+    del envelope[missing]
+    with pytest.raises(UndecodableMessage):
+        messages.decode(json.dumps(envelope).encode())
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [("id", "not-a-uuid"), ("streamversion", "three"), ("time", "yesterday"), ("data", "text"), ("data", {})],
+)
+def test_an_envelope_with_a_malformed_attribute_is_undecodable(key: str, bad: object):
+    envelope = {**messages.envelope(sample()), key: bad}
+    with pytest.raises(UndecodableMessage):
+        messages.decode(json.dumps(envelope).encode())
+
+
+def test_a_schema_version_newer_than_the_code_is_undecodable():
+    envelope = {**messages.envelope(sample()), "schemaversion": 2}
+    with pytest.raises(UndecodableMessage):
+        messages.decode(json.dumps(envelope).encode())

@@ -1,0 +1,80 @@
+"""Settings come from ASSESSMENTS_* variables, with defaults for whatever is not set."""
+
+from __future__ import annotations
+
+import pytest
+
+from events.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL, Settings
+
+ENV = {
+    "ASSESSMENTS_DATABASE_URL": "postgresql+psycopg://root@db.internal:5432/assess",
+    "ASSESSMENTS_BROKER_URL": "amqp://user:pw@mq.internal:5672/assess",
+    "ASSESSMENTS_BIND": "0.0.0.0:9000",
+    "ASSESSMENTS_API_WORKERS": "8",
+    "ASSESSMENTS_EXCHANGE": "acme.events",
+    "ASSESSMENTS_WORKER_QUEUE": "acme.worker",
+    "ASSESSMENTS_READ_WAIT_SECONDS": "2.5",
+    "ASSESSMENTS_WORKER_PREFETCH": "100",
+    "ASSESSMENTS_RELAY_BATCH_SIZE": "50",
+    "ASSESSMENTS_LOG_LEVEL": "DEBUG",
+}
+
+
+def test_every_assessments_variable_is_read_with_its_type():
+    assert Settings.from_env(ENV) == Settings(
+        database_url="postgresql+psycopg://root@db.internal:5432/assess",
+        broker_url="amqp://user:pw@mq.internal:5672/assess",
+        bind="0.0.0.0:9000",
+        api_workers=8,
+        exchange="acme.events",
+        worker_queue="acme.worker",
+        read_wait_seconds=2.5,
+        worker_prefetch=100,
+        relay_batch_size=50,
+        log_level="DEBUG",
+    )
+
+
+def test_an_empty_environment_gives_the_defaults():
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.broker_url == DEFAULT_BROKER_URL
+    assert settings.exchange == "assessments.events"
+    assert settings.worker_queue == "assessments.worker"
+    assert settings.read_wait_seconds == 1.0
+
+
+def test_unset_variables_keep_their_defaults():
+    settings = Settings.from_env({"ASSESSMENTS_EXCHANGE": "acme.events"})
+    assert settings.exchange == "acme.events"
+    assert settings.worker_queue == Settings().worker_queue
+    assert settings.api_workers == Settings().api_workers
+
+
+def test_other_variables_are_ignored():
+    assert Settings.from_env({"DATABASE_URL": "postgresql://elsewhere/x", "EXCHANGE": "x"}) == Settings()
+
+
+def test_a_given_mapping_is_read_instead_of_the_process_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ASSESSMENTS_EXCHANGE", "from.process")
+    assert Settings.from_env({}).exchange == Settings().exchange
+    assert Settings.from_env().exchange == "from.process"
+
+
+def test_overrides_win_over_the_environment():
+    settings = Settings.from_env(ENV, worker_queue="override.worker", read_wait_seconds=0.1)
+    assert settings.worker_queue == "override.worker"
+    assert settings.read_wait_seconds == 0.1
+    assert settings.exchange == "acme.events"
+
+
+def test_a_malformed_number_is_refused():
+    with pytest.raises(ValueError):
+        Settings.from_env({"ASSESSMENTS_API_WORKERS": "many"})
+
+
+@pytest.mark.parametrize("queue", ["assessments.worker", "test-1234.assessments.worker"])
+def test_the_dead_letter_queue_is_the_worker_queue_dot_dead(queue: str):
+    assert Settings(worker_queue=queue).dead_letter_queue == f"{queue}.dead"
+    assert Settings.from_env({"ASSESSMENTS_WORKER_QUEUE": queue}).dead_letter_queue == f"{queue}.dead"

@@ -11,15 +11,17 @@ from flask import Blueprint, g, jsonify, request, url_for
 
 from api.auth import Candidate
 from api.errors import ApiError, invalid, not_found
-from api.http import caller, json_body, path_uuid, requires_reviewer, reviewer, services
+from api.http import as_uuid, caller, json_body, path_uuid, requires_reviewer, reviewer, services
 from api.schemas import (
     AssessmentSchema,
     AssessmentWithIssueSchema,
     CandidateKeySchema,
     CreateAssessmentSchema,
+    HistoryQuerySchema,
     IssueKeysSchema,
     ListQuerySchema,
 )
+from events import codec
 from events.aggregate import AssessmentDetails
 from events.model import Metadata, utcnow
 from events.service import CandidateRefused
@@ -37,6 +39,7 @@ _CANDIDATE_KEY_SCHEMA = CandidateKeySchema()
 _CREATE_ASSESSMENT_SCHEMA = CreateAssessmentSchema()
 _ISSUE_KEYS_SCHEMA = IssueKeysSchema()
 _LIST_QUERY_SCHEMA = ListQuerySchema()
+_HISTORY_QUERY_SCHEMA = HistoryQuerySchema()
 
 STALE_HEADERS = {"Warning": '110 - "Response is Stale"', "X-Projection-Stale": "true"}
 MAX_IDEMPOTENCY_KEY = 255
@@ -171,32 +174,45 @@ def _with_issue(item: queries.AssessmentWithIssue) -> dict[str, Any]:
 @bp.get("/<assessment_id>")
 def get_one(assessment_id: str):
     who = caller()  # credentials first: an anonymous caller learns nothing about ids
-    stream_id = path_uuid(assessment_id, "Assessment")
     if isinstance(who, Candidate):
-        return _get_as_candidate(who.key, stream_id)
+        return _get_as_candidate(who.key, assessment_id)
     g.reviewer = who
+    stream_id = path_uuid(assessment_id, "Assessment")
     fresh = _read_fresh(stream_id)
     with services().engine.connect() as conn:
         found = queries.get_assessment(conn, who.org_id, stream_id)
-    if found is None:
+    if found is not None:
+        return _respond({"assessment": _with_issue(found)}, fresh)
+    if fresh:
         raise not_found("Assessment")
-    return _respond({"assessment": _with_issue(found)}, fresh)
+    # The worker is behind: the caller's own create may not be projected yet. The stream is
+    # the truth (and short), so answer from it rather than deny a write that happened.
+    state = services().assessments.load_owned(who.org_id, stream_id)
+    return _respond({"assessment": _from_stream(state)})
 
 
-def _get_as_candidate(key: str, stream_id: uuid.UUID):
+def _get_as_candidate(key: str, assessment_id: str):
     """Decided on the stream itself, so a revoke or delete is effective at once."""
-    svc = services()
+    refused = ApiError(401, "This candidate key is not valid for this assessment.")
+    stream_id = as_uuid(assessment_id)
+    if stream_id is None:
+        raise refused
     try:
-        state = svc.assessments.authorise_candidate(key, stream_id)
+        state = services().assessments.authorise_candidate(key, stream_id)
     except CandidateRefused:
-        raise ApiError(401, "This candidate key is not valid for this assessment.") from None
+        raise refused from None
+    return _respond({"assessment": _from_stream(state)})
+
+
+def _from_stream(state) -> dict[str, Any]:
+    """The assessment as its stream says, with its catalogue issue."""
     row = row_from_created(state.created)
     issue = None
     if row.issue_id:
-        with svc.engine.connect() as conn:
+        with services().engine.connect() as conn:
             found = catalogue.get_issue(conn, row.issue_id)
         issue = dict(found._mapping) if found else None
-    return _respond({"assessment": _ASSESSMENT_WITH_ISSUE_SCHEMA.dump({**vars(row), "issue": issue})})
+    return _ASSESSMENT_WITH_ISSUE_SCHEMA.dump({**vars(row), "issue": issue})
 
 
 @bp.delete("/<assessment_id>")
@@ -205,6 +221,40 @@ def delete(assessment_id: str):
     stream_id = path_uuid(assessment_id, "Assessment")
     services().assessments.delete(reviewer().org_id, stream_id, _metadata())
     return _respond({"ok": True, "id": str(stream_id)})
+
+
+# --- history -----------------------------------------------------------------------------
+
+#: Fields never shown in the history: a key string is a credential.
+SECRET_FIELDS = {"CandidateKeyIssued": {"key"}}
+
+
+def _history_item(recorded) -> dict[str, Any]:
+    hidden = SECRET_FIELDS.get(recorded.type_name, set())
+    return {
+        "id": str(recorded.event_id),
+        "type": recorded.type_name,
+        "version": recorded.stream_version,
+        "recordedAt": codec.format_time(recorded.recorded_at),
+        "data": {k: v for k, v in codec.encode(recorded.event).items() if k not in hidden},
+    }
+
+
+@bp.get("/<assessment_id>/events")
+@requires_reviewer
+def history(assessment_id: str):
+    """The assessment's events in order, also once deleted; paged by stream version."""
+    stream_id = path_uuid(assessment_id, "Assessment")
+    args = _HISTORY_QUERY_SCHEMA.load(request.args.to_dict())
+    recorded = services().assessments.history(reviewer().org_id, stream_id)
+    page = [r for r in recorded if r.stream_version > args["after"]][: args["limit"]]
+    more = bool(page) and page[-1].stream_version < recorded[-1].stream_version
+    return _respond(
+        {
+            "events": [_history_item(r) for r in page],
+            "nextCursor": str(page[-1].stream_version) if more else None,
+        }
+    )
 
 
 # --- candidate keys -----------------------------------------------------------------------
@@ -235,7 +285,9 @@ def list_keys(assessment_id: str):
     fresh = _read_fresh(stream_id)
     with services().engine.connect() as conn:
         if queries.get_assessment(conn, reviewer().org_id, stream_id) is None:
-            raise not_found("Assessment")
+            if fresh:
+                raise not_found("Assessment")
+            services().assessments.load_owned(reviewer().org_id, stream_id)  # 404 if truly gone
         keys = queries.list_keys(conn, stream_id)
     return _respond({"keys": [_key_view(row) for row in keys]}, fresh)
 

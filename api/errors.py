@@ -54,6 +54,17 @@ def error_response(status: int, message: str, details: dict[str, Any] | None = N
     return response
 
 
+def _flat_messages(value: Any) -> list[str]:
+    """marshmallow nests the errors of list entries by index; `details` promises a list."""
+    if isinstance(value, dict):
+        return [
+            f"Entry {key}: {message}" for key, nested in value.items() for message in _flat_messages(nested)
+        ]
+    if isinstance(value, list):
+        return [message for item in value for message in _flat_messages(item)]
+    return [str(value)]
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
@@ -61,7 +72,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ValidationError)
     def _validation(error: ValidationError):
-        details = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        details = {field: _flat_messages(value) for field, value in messages.items()}
         return error_response(400, "The request is invalid.", details)
 
     @app.errorhandler(AssessmentNotFound)

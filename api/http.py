@@ -48,10 +48,17 @@ def json_body() -> dict[str, Any]:
 
 def path_uuid(value: str, what: str) -> uuid.UUID:
     """Ids that are not UUIDs cannot exist: the same 404 as any missing resource."""
+    parsed = as_uuid(value)
+    if parsed is None:
+        raise not_found(what)
+    return parsed
+
+
+def as_uuid(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise not_found(what) from None
+        return None
 
 
 def _reviewer_from_header() -> auth.Reviewer | None:

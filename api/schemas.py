@@ -80,6 +80,11 @@ class ListQuerySchema(CamelSchema):
     after = fields.String(validate=validate.Length(1, 512))
 
 
+class HistoryQuerySchema(CamelSchema):
+    limit = fields.Integer(validate=validate.Range(1, 1000), load_default=100)
+    after = fields.Integer(validate=validate.Range(min=0), load_default=0)
+
+
 class IssueSchema(CamelSchema):
     id = fields.String()
     title = fields.String()

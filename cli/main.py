@@ -21,9 +21,11 @@ from api import auth
 from events.db import ensure_database, make_engine
 from events.outbox import PostgresOutbox
 from events.relay import Relay
+from events.republish import republish, select_events
 from events.settings import Settings
 from events.store import PostgresEventStore
 from projections import catalogue, default_projections
+from projections.rebuild import rebuild
 from worker.consumer import Worker
 from worker.handler import EventHandler
 
@@ -36,6 +38,7 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
     logging.getLogger("pika").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class Cli(click.Group):
@@ -167,6 +170,88 @@ def issues_import(settings: Settings, file: Path) -> None:
     except (ValueError, catalogue.InvalidCatalogue) as error:
         raise click.ClickException(f"{file}: {error}") from None
     click.echo(f"imported {count} issue(s)")
+
+
+# --- replay -------------------------------------------------------------------------------
+
+
+class Progress:
+    """Events done / total, rate and ETA: redrawn in place on a terminal, logged otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = time.monotonic()
+        self.last_shown = 0.0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last_shown < (0.5 if self.tty else 5.0) and done < total:
+            return
+        self.last_shown = now
+        rate = done / max(now - self.started, 1e-9)
+        eta = (total - done) / rate if rate else 0.0
+        line = f"{self.label}: {done:,}/{total:,} events, {rate:,.0f}/s, ETA {eta:,.0f}s"
+        if self.tty:
+            click.echo(f"\r{line}\033[K", nl=done >= total, err=True)
+        else:
+            log.info(line)
+
+
+@main.group()
+def projections() -> None:
+    """Read models built from the events."""
+
+
+@projections.command("rebuild")
+@click.argument("name", required=False, type=click.Choice([p.name for p in default_projections()]))
+@click.option("--all", "rebuild_all", is_flag=True, help="Rebuild every projection.")
+@click.option("--dry-run", is_flag=True, help="Build and compare with the live view; do not swap.")
+@click.pass_obj
+def projections_rebuild(settings: Settings, name: str | None, rebuild_all: bool, dry_run: bool) -> None:
+    """Rebuild projections from the event store alone, while the service keeps running."""
+    if bool(name) == rebuild_all:
+        raise click.UsageError("name one projection or pass --all")
+    chosen = [p for p in default_projections() if rebuild_all or p.name == name]
+    engine = make_engine(settings.database_url, pool_size=2)
+    report = rebuild(engine, chosen, dry_run=dry_run, on_progress=Progress("rebuild"))
+    click.echo(
+        f"{', '.join(report.projections)}: {report.events:,} events, {report.streams:,} streams, "
+        f"{report.caught_up} caught up, {report.seconds:.1f}s"
+        + (", swapped in" if report.swapped else " (dry run)")
+    )
+    for table, counts in report.differences.items():
+        rebuilt, live = counts["onlyRebuilt"], counts["onlyLive"]
+        click.echo(f"  {table}: {rebuilt} rows only in the rebuilt view, {live} only in the live one")
+    if report.differences:
+        sys.exit(1)
+
+
+@main.group("events")
+def events_group() -> None:
+    """The event store."""
+
+
+@events_group.command("republish")
+@click.option("--from-position", type=click.IntRange(min=1), required=True)
+@click.option("--to-position", type=click.IntRange(min=1))
+@click.option("--routing-key", "pattern", help="Only events whose routing key matches (topic syntax).")
+@click.option("--queue", help="Send to this queue directly instead of the exchange.")
+@click.pass_obj
+def events_republish(
+    settings: Settings, from_position: int, to_position: int | None, pattern: str | None, queue: str | None
+) -> None:
+    """Publish stored events again (same message ids) for a consumer that starts late."""
+    store = PostgresEventStore(_engine(settings))
+    chosen = select_events(store.read_all(after_position=from_position - 1), to_position, pattern)
+    sent = republish(
+        chosen,
+        settings.broker_url,
+        settings.exchange,
+        queue,
+        on_progress=lambda done, position: log.info("republished %d (at position %d)", done, position),
+    )
+    click.echo(f"republished {sent} event(s) to {'queue ' + queue if queue else settings.exchange}")
 
 
 # --- processes ----------------------------------------------------------------------------

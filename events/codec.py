@@ -43,7 +43,8 @@ def format_time(value: datetime) -> str:
 
 
 def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value).astimezone(UTC)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 def _encode_value(value: Any) -> Any:
@@ -60,15 +61,19 @@ def _field_types(cls: type[Event]) -> tuple[tuple[str, str, Any], ...]:
     return tuple((f.name, camel(f.name), hints[f.name]) for f in dataclasses.fields(cls))
 
 
-def _decode_value(kind: Any, value: Any) -> Any:
-    if value is None:
-        return None
+def _decoder(kind: Any) -> Callable[[Any], Any]:
+    """How to turn a JSON value into the field's type (None stays None)."""
     options = typing.get_args(kind) or (kind,)
     if datetime in options:
-        return parse_time(value)
+        return lambda value: None if value is None else parse_time(value)
     if uuid.UUID in options:
-        return uuid.UUID(value)
-    return value
+        return lambda value: None if value is None else uuid.UUID(value)
+    return lambda value: value
+
+
+@cache
+def _decoders(cls: type[Event]) -> tuple[tuple[str, str, Callable[[Any], Any]], ...]:
+    return tuple((name, key, _decoder(kind)) for name, key, kind in _field_types(cls))
 
 
 def encode(event: Event) -> JsonDict:
@@ -82,11 +87,19 @@ def decode(type_name: str, schema_version: int, data: JsonDict) -> Event:
         raise UnknownEventType(type_name)
     try:
         data = upcast(type_name, schema_version, data)
-        return cls(**{name: _decode_value(kind, data[key]) for name, key, kind in _field_types(cls)})
+        return cls(**{name: decode_value(data[key]) for name, key, decode_value in _decoders(cls)})
     except UndecodableEvent:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise UndecodableEvent(f"{type_name} v{schema_version}: {error!r}") from error
+
+
+def _key_issued_v1_to_v2(data: JsonDict) -> JsonDict:
+    renamed = {"email": "candidateEmail", "name": "candidateName"}
+    return {renamed.get(key, key): value for key, value in data.items()}
+
+
+UPCASTERS[("CandidateKeyIssued", 1)] = _key_issued_v1_to_v2
 
 
 def upcast(type_name: str, schema_version: int, data: JsonDict) -> JsonDict:

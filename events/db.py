@@ -100,3 +100,8 @@ def ensure_database(database_url: str) -> bool:
             return not exists
     finally:
         server.dispose()
+
+
+def libpq_url(engine: Engine) -> str:
+    """The engine's URL for a plain psycopg connection (LISTEN, COPY, named cursors)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

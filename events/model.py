@@ -83,7 +83,11 @@ class AssessmentDeleted(Event):
 
 @dataclass(frozen=True)
 class CandidateKeyIssued(Event):
+    """Version 2 renamed version 1's `email` and `name` to `candidateEmail` and
+    `candidateName`, the API's names (see `codec.UPCASTERS`)."""
+
     type_name: ClassVar[str] = "CandidateKeyIssued"
+    schema_version: ClassVar[int] = 2
     routing_key: ClassVar[str] = "candidate_key.issued"
 
     key_id: uuid.UUID

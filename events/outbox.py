@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import psycopg
 from sqlalchemy import delete, func, select
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
-from events.db import OUTBOX_CHANNEL, events_table, outbox_table
+from events.db import OUTBOX_CHANNEL, events_table, libpq_url, outbox_table
 from events.model import RecordedEvent
 from events.store import to_recorded
 
@@ -74,8 +74,3 @@ class OutboxListener:
     def close(self) -> None:
         with contextlib.suppress(psycopg.Error):
             self._conn.close()
-
-
-def libpq_url(engine: Engine) -> str:
-    url = make_url(engine.url) if isinstance(engine.url, str) else engine.url
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)

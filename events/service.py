@@ -56,6 +56,13 @@ class AssessmentService:
             raise AssessmentNotFound(str(assessment_id))
         return state
 
+    def history(self, org_id: str, assessment_id: uuid.UUID) -> list[RecordedEvent]:
+        """The stream as recorded, for its organisation only, deleted or not (an audit trail)."""
+        recorded = self.store.load(assessment_id)
+        if not recorded or recorded[0].metadata.get("orgId") != org_id:
+            raise AssessmentNotFound(str(assessment_id))
+        return recorded
+
     def authorise_candidate(self, key: str, assessment_id: uuid.UUID) -> Assessment:
         """Fail closed: the key must be usable in the stream's current state, read from the
         store, not from a projection that may lag behind a revoke or a delete."""

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import singledispatch
 
-from sqlalchemy import Table, select
+from sqlalchemy import MetaData, Table, select
 from sqlalchemy.engine import Connection
 
 from events.model import AssessmentCreated, AssessmentDeleted, Event, RecordedEvent
-from projections.projector import Tracked
-from projections.tables import ASSESSMENTS_VIEW, upsert
+from projections.projector import Tracked, Versions
+from projections.tables import ASSESSMENTS_VIEW, assessments_view
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,12 @@ class AssessmentsProjection:
 
     def __init__(self, table: Table = ASSESSMENTS_VIEW) -> None:
         self.table = table
+        self.tables = (table,)
+        self.versions = Versions(table, table.c.id, table.c.version)
+
+    def renamed(self, suffix: str) -> AssessmentsProjection:
+        """The same projection over fresh tables named `<table><suffix>` (for a rebuild)."""
+        return AssessmentsProjection(assessments_view(ASSESSMENTS_VIEW.name + suffix, MetaData()))
 
     def initial(self, stream_id: uuid.UUID) -> AssessmentRow | None:
         return None
@@ -85,9 +91,9 @@ class AssessmentsProjection:
             for row in rows
         }
 
-    def save(self, conn: Connection, states: Sequence[Tracked]) -> None:
-        rows = [{**asdict(s.value), "version": s.version} for s in states if s.value is not None]
-        upsert(conn, self.table, "id", rows)
+    def rows(self, states: Sequence[Tracked]) -> dict[Table, list[dict]]:
+        live = [s for s in states if s.value is not None]
+        return {self.table: [{**vars(s.value), "version": s.version} for s in live]}
 
 
 def _without(mapping, *names: str) -> dict:

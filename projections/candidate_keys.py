@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import singledispatch
 from types import MappingProxyType
 
-from sqlalchemy import Table, select
+from sqlalchemy import MetaData, Table, select
 from sqlalchemy.engine import Connection
 
 from events.model import CandidateKeyIssued, CandidateKeyRevoked, Event, RecordedEvent
-from projections.projector import Tracked
-from projections.tables import CANDIDATE_KEYS_VERSIONS, CANDIDATE_KEYS_VIEW, upsert
+from projections.projector import Tracked, Versions
+from projections.tables import (
+    CANDIDATE_KEYS_VERSIONS,
+    CANDIDATE_KEYS_VIEW,
+    candidate_keys_versions,
+    candidate_keys_view,
+)
 
 PENDING, ACTIVE, COMPLETED, EXPIRED = "pending", "active", "completed", "expired"
 
@@ -86,7 +91,17 @@ class CandidateKeysProjection:
 
     def __init__(self, table: Table = CANDIDATE_KEYS_VIEW, versions: Table = CANDIDATE_KEYS_VERSIONS) -> None:
         self.table = table
-        self.versions = versions
+        self.version_table = versions
+        self.tables = (table, versions)
+        self.versions = Versions(versions, versions.c.stream_id, versions.c.version)
+
+    def renamed(self, suffix: str) -> CandidateKeysProjection:
+        """The same projection over fresh tables named `<table><suffix>` (for a rebuild)."""
+        meta = MetaData()
+        return CandidateKeysProjection(
+            candidate_keys_view(CANDIDATE_KEYS_VIEW.name + suffix, meta),
+            candidate_keys_versions(CANDIDATE_KEYS_VERSIONS.name + suffix, meta),
+        )
 
     def initial(self, stream_id: uuid.UUID) -> Keys:
         return MappingProxyType({})
@@ -95,7 +110,8 @@ class CandidateKeysProjection:
         return evolve_keys(recorded.event, value)
 
     def load(self, conn: Connection, stream_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tracked]:
-        versions = conn.execute(select(self.versions).where(self.versions.c.stream_id.in_(stream_ids)))
+        table = self.version_table
+        versions = conn.execute(select(table).where(table.c.stream_id.in_(stream_ids)))
         states = {
             row.stream_id: Tracked(row.stream_id, row.version, MappingProxyType({})) for row in versions
         }
@@ -107,9 +123,8 @@ class CandidateKeysProjection:
             states[stream_id].value = MappingProxyType(rows)
         return states
 
-    def save(self, conn: Connection, states: Sequence[Tracked]) -> None:
-        if not states:
-            return
-        versions = [{"stream_id": s.stream_id, "version": s.version} for s in states]
-        upsert(conn, self.versions, "stream_id", versions)
-        upsert(conn, self.table, "id", [asdict(row) for s in states for row in s.value.values()])
+    def rows(self, states: Sequence[Tracked]) -> dict[Table, list[dict]]:
+        return {
+            self.version_table: [{"stream_id": s.stream_id, "version": s.version} for s in states],
+            self.table: [dict(vars(row)) for s in states for row in s.value.values()],
+        }

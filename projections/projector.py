@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import delete
+from sqlalchemy import Column, Table, delete, text
 from sqlalchemy.engine import Connection
 
 from events.db import projection_pending_table
 from events.model import RecordedEvent
+from projections.tables import upsert
 
 S = TypeVar("S")
 
@@ -35,8 +36,21 @@ class Tracked(Generic[S]):
     value: S
 
 
+@dataclass(frozen=True)
+class Versions:
+    """Where a projection keeps, per stream, the stream version it reflects."""
+
+    table: Table
+    stream_id: Column
+    version: Column
+
+
 class Projection(Protocol[S]):
     name: str
+    tables: tuple[Table, ...]
+    versions: Versions
+
+    def renamed(self, suffix: str) -> Projection[S]: ...
 
     def initial(self, stream_id: uuid.UUID) -> S: ...
 
@@ -45,7 +59,8 @@ class Projection(Protocol[S]):
 
     def load(self, conn: Connection, stream_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tracked[S]]: ...
 
-    def save(self, conn: Connection, states: Sequence[Tracked[S]]) -> None: ...
+    def rows(self, states: Sequence[Tracked[S]]) -> dict[Table, list[dict]]:
+        """Pure: the rows that represent these states, per table."""
 
 
 @dataclass
@@ -95,12 +110,35 @@ def apply_batch(
         changed.append(fold_new(projection, state, todo))
         result.applied += len(todo)
         result.positions.update(e.position for e in todo)
-    projection.save(conn, changed)
+    save(conn, projection, changed)
     return result
+
+
+def save(conn: Connection, projection: Projection[Any], states: Sequence[Tracked[Any]]) -> None:
+    for table, rows in projection.rows(states).items():
+        upsert(conn, table, table.primary_key.columns.values()[0].name, rows)
 
 
 def _contiguous(version: int, events: Sequence[RecordedEvent]) -> bool:
     return [e.stream_version for e in events] == list(range(version + 1, version + 1 + len(events)))
+
+
+#: Taken shared by every transaction that applies events, and exclusively by a rebuild while it
+#: swaps its fresh tables in, so no worker writes to a table that is being replaced.
+SWAP_LOCK_ID = 0x70726F6A  # "proj"
+
+
+def lock_streams(conn: Connection, stream_ids: set[uuid.UUID]) -> None:
+    """Serialise appliers per stream for this transaction (in a fixed order, so no deadlock):
+    two workers applying the same stream must not overwrite each other's newer state."""
+    conn.execute(text("SELECT pg_advisory_xact_lock_shared(:id)"), {"id": SWAP_LOCK_ID})
+    conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(hashtextextended(s::text, 0)) "
+            "FROM unnest(CAST(:ids AS uuid[])) AS s ORDER BY s"
+        ),
+        {"ids": sorted(stream_ids)},
+    )
 
 
 def clear_pending(conn: Connection, positions: Iterable[int]) -> None:

@@ -7,20 +7,19 @@ pending rows; only after it committed does the cascade run and the consumer ackn
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from events.db import projection_pending_table as pending
 from events.model import AssessmentDeleted, Metadata, RecordedEvent
 from events.service import AssessmentService
 from events.store import EventStore
-from projections.projector import BatchResult, Projection, apply_batch, clear_pending
+from projections.projector import BatchResult, Projection, apply_batch, clear_pending, lock_streams
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +102,3 @@ class EventHandler:
         self.totals.applied += result.applied
         self.totals.duplicates += result.duplicates
         self.totals.gaps_filled += result.gaps_filled
-
-
-def lock_streams(conn: Connection, stream_ids: set[uuid.UUID]) -> None:
-    """Serialise workers per stream for this transaction (in a fixed order, so no deadlock):
-    two workers applying the same stream must not overwrite each other's newer state."""
-    conn.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(hashtextextended(s::text, 0)) "
-            "FROM unnest(CAST(:ids AS uuid[])) AS s ORDER BY s"
-        ),
-        {"ids": sorted(stream_ids)},
-    )

@@ -13,8 +13,8 @@ COPY into a scratch table) and prints the rebuild's rate as a ratio of it.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import random
 import resource
 import subprocess
@@ -42,7 +42,9 @@ from events.model import (  # noqa: E402
 
 SERVER = "postgresql://root@127.0.0.1:5432/postgres"
 KEYS_PER_ASSESSMENT = 2
-ALL_COLUMNS = "position, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at"
+ALL_COLUMNS = (
+    "position, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at"
+)
 
 
 def admin(sql: str) -> None:
@@ -94,7 +96,8 @@ def generate(conn: psycopg.Connection, assessments: int, rng: random.Random) -> 
     with (
         conn.cursor() as cursor,
         cursor.copy(
-            "COPY events (event_id, stream_id, stream_version, type, schema_version, data, metadata) FROM STDIN"
+            "COPY events (event_id, stream_id, stream_version, type, schema_version, data, metadata) "
+            "FROM STDIN"
         ) as copy,
     ):
         for row in rows:
@@ -166,7 +169,7 @@ def main() -> None:
         per_half = args.events // 2 // 4
         total = 0
         with psycopg.connect(url) as conn:
-            for half in (1, 2):
+            for _half in (1, 2):
                 started = time.perf_counter()
                 total += generate(conn, per_half, rng)
                 conn.execute("ANALYZE events")
@@ -174,7 +177,8 @@ def main() -> None:
                 print(f"filled {total:,} events ({time.perf_counter() - started:.0f}s)", flush=True)
                 events, seconds, peak = rebuild_in_child(url)
                 print(
-                    f"  full rebuild: {events:,} events in {seconds:.1f}s = {events / seconds:,.0f} events/s, "
+                    f"  full rebuild: {events:,} events in {seconds:.1f}s "
+                    f"= {events / seconds:,.0f} events/s, "
                     f"peak RSS {peak:.0f} MiB",
                     flush=True,
                 )
@@ -182,8 +186,10 @@ def main() -> None:
         print(f"bare psycopg pass: {bare:,.0f} events/s")
         print(f"rebuild / bare = {events / seconds / bare:.2f}x")
     finally:
-        if not os.environ.get("BENCH_KEEP"): admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else: print("kept", url)
+        if os.environ.get("BENCH_KEEP"):
+            print("kept", url)
+        else:
+            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

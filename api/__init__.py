@@ -13,7 +13,7 @@ from api.http import EXTENSION, Services
 from events.db import make_engine
 from events.service import AssessmentService
 from events.settings import Settings
-from events.store import PostgresEventStore
+from events.store import make_store
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     if services is None:
-        # The API only reads with this engine (appends are single statements): no BEGIN and
-        # ROLLBACK round trips around each query.
-        engine = make_engine(settings.database_url).execution_options(isolation_level="AUTOCOMMIT")
-        store = PostgresEventStore(engine)
-        services = Services(settings, engine, store, AssessmentService(store))
+        engine = make_engine(settings.database_url)
+        store = make_store(engine)
+        # The API's own queries are all reads: no BEGIN and ROLLBACK round trips around them.
+        reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        services = Services(settings, reader, store, AssessmentService(store))
     app.extensions[EXTENSION] = services
     register_error_handlers(app)
     app.register_blueprint(assessments.bp)

@@ -13,7 +13,6 @@ from datetime import datetime
 
 from sqlalchemy import (
     Column,
-    DateTime,
     ForeignKey,
     MetaData,
     Table,
@@ -25,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from events.model import utcnow, uuid7
+from events.types import Timestamp
 
 metadata = MetaData()
 
@@ -33,7 +33,7 @@ organisations = Table(
     metadata,
     Column("id", Text, primary_key=True),
     Column("name", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
 )
 
 api_tokens = Table(
@@ -42,8 +42,8 @@ api_tokens = Table(
     Column("prefix", Text, primary_key=True),
     Column("org_id", Text, ForeignKey("organisations.id"), nullable=False, index=True),
     Column("token_hash", Text, nullable=False, unique=True),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("revoked_at", DateTime(timezone=True)),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("revoked_at", Timestamp),
 )
 
 TOKEN_PREFIX = "ast_"

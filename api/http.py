@@ -14,7 +14,7 @@ from api import auth
 from api.errors import ApiError, not_found
 from events.service import AssessmentService
 from events.settings import Settings
-from events.store import PostgresEventStore
+from events.store import SqlEventStore
 
 EXTENSION = "assessments"
 BEARER = "bearer "
@@ -26,7 +26,7 @@ class Services:
 
     settings: Settings
     engine: Engine
-    store: PostgresEventStore
+    store: SqlEventStore
     assessments: AssessmentService
 
 

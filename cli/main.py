@@ -18,7 +18,7 @@ import click
 from sqlalchemy.exc import OperationalError
 
 from api import auth
-from events.db import ensure_database, make_engine
+from events.db import ensure_database, is_embedded, make_engine
 from events.outbox import PostgresOutbox
 from events.relay import Relay
 from events.republish import republish, select_events
@@ -254,15 +254,47 @@ def events_republish(
     click.echo(f"republished {sent} event(s) to {'queue ' + queue if queue else settings.exchange}")
 
 
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="host:port for the API.")
+@click.option(
+    "--database",
+    default="assessments-dev.sqlite3",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file (created when missing).",
+)
+def dev(bind: str, database: Path) -> None:
+    """Everything in one process with no external service: SQLite and an in-process broker."""
+    from cli.dev import run_dev
+
+    run_dev(bind, database)
+
+
+def refuse_embedded(settings: Settings, allow: bool) -> None:
+    """A production process on SQLite would be a silent, single-machine toy: refuse."""
+    if is_embedded(settings.database_url) and not allow:
+        raise click.UsageError(
+            "ASSESSMENTS_DATABASE_URL points at SQLite, which is for `assessments dev` only; "
+            "pass --allow-embedded if you really mean it"
+        )
+
+
+ALLOW_EMBEDDED = click.option(
+    "--allow-embedded", is_flag=True, envvar="ASSESSMENTS_ALLOW_EMBEDDED", help="Run on SQLite anyway."
+)
+
+
 # --- processes ----------------------------------------------------------------------------
 
 
 @main.command()
 @click.option("--bind", help="host:port (default: ASSESSMENTS_BIND or 127.0.0.1:8000).")
 @click.option("--workers", type=int, help="gunicorn worker processes (ASSESSMENTS_API_WORKERS).")
+@ALLOW_EMBEDDED
 @click.pass_obj
-def api(settings: Settings, bind: str | None, workers: int | None) -> None:
+def api(settings: Settings, bind: str | None, workers: int | None, allow_embedded: bool) -> None:
     """Serve the HTTP API under gunicorn."""
+    refuse_embedded(settings, allow_embedded)
     from cli.server import serve
 
     serve(settings, bind or settings.bind, workers or settings.api_workers)
@@ -274,9 +306,11 @@ def _stop_on_signals(stop) -> None:
 
 
 @main.command()
+@ALLOW_EMBEDDED
 @click.pass_obj
-def relay(settings: Settings) -> None:
+def relay(settings: Settings, allow_embedded: bool) -> None:
     """Publish the outbox to RabbitMQ (one active relay per database; others stand by)."""
+    refuse_embedded(settings, allow_embedded)
     process = Relay(
         PostgresOutbox(_engine(settings)),
         settings.broker_url,
@@ -289,9 +323,11 @@ def relay(settings: Settings) -> None:
 
 
 @main.command()
+@ALLOW_EMBEDDED
 @click.pass_obj
-def worker(settings: Settings) -> None:
+def worker(settings: Settings, allow_embedded: bool) -> None:
     """Consume events: build the projections and cascade deletions."""
+    refuse_embedded(settings, allow_embedded)
     engine = make_engine(settings.database_url, pool_size=4)
     handler = EventHandler(engine, PostgresEventStore(engine), default_projections())
     process = Worker(

@@ -1,4 +1,4 @@
-"""The PostgreSQL engine and the event store's own tables.
+"""Database engines (PostgreSQL; SQLite for `assessments dev`) and the event store's tables.
 
 Tables of the read side live in `projections.tables`; the organisations and tokens of the API
 in `api.auth`. Alembic migrations (`migrations/`) create all of them.
@@ -9,7 +9,6 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     ForeignKey,
     Identity,
     Index,
@@ -19,12 +18,15 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    Uuid,
     create_engine,
+    event,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.engine import Engine, make_url
+
+from events.types import Json, Position, Timestamp
 
 metadata = MetaData()
 
@@ -32,15 +34,15 @@ metadata = MetaData()
 events_table = Table(
     "events",
     metadata,
-    Column("position", BigInteger, Identity(always=True), primary_key=True),
-    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
-    Column("stream_id", UUID(as_uuid=True), nullable=False),
+    Column("position", Position, Identity(always=True), primary_key=True),
+    Column("event_id", Uuid, nullable=False, unique=True),
+    Column("stream_id", Uuid, nullable=False),
     Column("stream_version", Integer, nullable=False),
     Column("type", Text, nullable=False),
     Column("schema_version", SmallInteger, nullable=False),
-    Column("data", JSONB, nullable=False),
-    Column("metadata", JSONB, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("data", Json, nullable=False),
+    Column("metadata", Json, nullable=False),
+    Column("recorded_at", Timestamp, nullable=False, server_default=func.now()),
     UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
 )
 
@@ -57,8 +59,8 @@ projection_pending_table = Table(
     metadata,
     Column("position", BigInteger, primary_key=True),
     Column("org_id", Text, nullable=False),
-    Column("stream_id", UUID(as_uuid=True), nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("stream_id", Uuid, nullable=False),
+    Column("recorded_at", Timestamp, nullable=False, server_default=func.now()),
     Index("projection_pending_org_idx", "org_id", "position"),
     Index("projection_pending_stream_idx", "stream_id", "position"),
 )
@@ -70,15 +72,21 @@ reservations_table = Table(
     metadata,
     Column("scope", Text, primary_key=True),
     Column("key", Text, primary_key=True),
-    Column("stream_id", UUID(as_uuid=True), nullable=False),
-    Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("stream_id", Uuid, nullable=False),
+    Column("payload", Json, nullable=False, server_default=text("'{}'")),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
 )
 
 OUTBOX_CHANNEL = "assessments_outbox"
 
 
 def make_engine(database_url: str, pool_size: int = 10) -> Engine:
+    if database_url.startswith("sqlite"):
+        return _sqlite_engine(database_url)
+    return _postgres_engine(database_url, pool_size)
+
+
+def _postgres_engine(database_url: str, pool_size: int) -> Engine:
     """No pre-ping: it would cost a round trip per checkout on the hot path. A connection
     found dead (after a database restart) invalidates the whole pool at once; the API answers
     that one request with a 503, the relay and the worker retry."""
@@ -105,3 +113,27 @@ def ensure_database(database_url: str) -> bool:
 def libpq_url(engine: Engine) -> str:
     """The engine's URL for a plain psycopg connection (LISTEN, COPY, named cursors)."""
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _sqlite_engine(database_url: str) -> Engine:
+    """SQLite for `assessments dev`: WAL so readers never block the writer, a busy timeout
+    instead of "database is locked", and write transactions that take the lock up front
+    (BEGIN IMMEDIATE) so two of them cannot deadlock upgrading a read lock."""
+    engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy, not the driver, starts transactions
+        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "synchronous=NORMAL"):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        if conn.get_isolation_level() != "AUTOCOMMIT":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def is_embedded(database_url: str) -> bool:
+    return database_url.startswith("sqlite")

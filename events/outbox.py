@@ -21,7 +21,9 @@ from events.store import to_recorded
 RELAY_LOCK_ID = 0x61737365  # "asse": any constant shared by all relays of one database
 
 
-class PostgresOutbox:
+class SqlOutbox:
+    """The outbox on any SQLAlchemy database."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -47,6 +49,8 @@ class PostgresOutbox:
         with self.engine.connect() as conn:
             return conn.scalar(select(func.count()).select_from(outbox_table)) or 0
 
+
+class PostgresOutbox(SqlOutbox):
     def listener(self) -> OutboxListener:
         return OutboxListener(libpq_url(self.engine))
 

@@ -11,17 +11,23 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from events import codec
-from events.db import OUTBOX_CHANNEL, events_table, reservations_table
-from events.model import Event, Metadata, RecordedEvent, uuid7
+from events.db import (
+    OUTBOX_CHANNEL,
+    events_table,
+    outbox_table,
+    projection_pending_table,
+    reservations_table,
+)
+from events.model import Event, Metadata, RecordedEvent, utcnow, uuid7
 
 
 class ConcurrencyConflict(Exception):
@@ -108,9 +114,130 @@ _APPEND_SQL = text(
 _TAKEN = re.compile(r"=\((?P<scope>[^,]*), (?P<key>.*)\) already exists")
 
 
-class PostgresEventStore:
+class SqlEventStore:
+    """The event store on any SQLAlchemy database (SQLite in `assessments dev`): an append is
+    one transaction of plain inserts. `PostgresEventStore` does the same in one statement."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: Called after each successful append (the in-process relay's wake-up).
+        self.on_append: list[Callable[[], None]] = []
+
+    def append(
+        self,
+        stream_id: uuid.UUID,
+        expected_version: int,
+        events: Sequence[Event],
+        metadata: Metadata,
+        reservations: Sequence[Reservation] = (),
+    ) -> list[RecordedEvent]:
+        if not events:
+            return []
+        meta = metadata.as_dict()
+        now = utcnow()
+        step = "reservations"
+        try:
+            with self.engine.begin() as conn:
+                if reservations:
+                    conn.execute(
+                        reservations_table.insert(),
+                        [
+                            {"scope": r.scope, "key": r.key, "stream_id": stream_id, "payload": r.payload}
+                            for r in reservations
+                        ],
+                    )
+                step = "events"
+                recorded = [
+                    self._insert(conn, stream_id, expected_version + n, event, meta, now)
+                    for n, event in enumerate(events, start=1)
+                ]
+                positions = [{"position": r.position} for r in recorded]
+                conn.execute(outbox_table.insert(), positions)
+                conn.execute(
+                    projection_pending_table.insert(),
+                    [
+                        {**p, "org_id": metadata.org_id, "stream_id": stream_id, "recorded_at": now}
+                        for p in positions
+                    ],
+                )
+        except IntegrityError as error:
+            if step == "events":
+                raise ConcurrencyConflict(f"{stream_id} is past version {expected_version}") from error
+            raise self._taken(reservations) from error
+        for listener in self.on_append:
+            listener()
+        return recorded
+
+    @staticmethod
+    def _insert(conn: Connection, stream_id, version: int, event: Event, meta: dict, now) -> RecordedEvent:
+        event_id = uuid7()
+        position = conn.execute(
+            events_table.insert()
+            .values(
+                event_id=event_id,
+                stream_id=stream_id,
+                stream_version=version,
+                type=event.type_name,
+                schema_version=event.schema_version,
+                data=codec.encode(event),
+                metadata=meta,
+                recorded_at=now,
+            )
+            .returning(events_table.c.position)
+        ).scalar_one()
+        return RecordedEvent(event_id, stream_id, version, position, now, event, meta)
+
+    def _taken(self, reservations: Sequence[Reservation]) -> ReservationTaken:
+        for r in reservations:
+            if self.reservation(r.scope, r.key) is not None:
+                return ReservationTaken(r.scope, r.key)
+        seen = set()
+        for r in reservations:  # the same value twice in one append
+            if (r.scope, r.key) in seen:
+                return ReservationTaken(r.scope, r.key)
+            seen.add((r.scope, r.key))
+        return ReservationTaken(reservations[0].scope, reservations[0].key)
+
+    def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]:
+        query = (
+            select(events_table)
+            .where(events_table.c.stream_id == stream_id)
+            .where(events_table.c.stream_version > after_version)
+            .order_by(events_table.c.stream_version)
+        )
+        with self.engine.connect() as conn:
+            return [to_recorded(row) for row in conn.execute(query)]
+
+    def read_all(self, after_position: int = 0, batch_size: int = 1000) -> Iterator[RecordedEvent]:
+        """Every event after a global position, in position order, in batches."""
+        while True:
+            query = (
+                select(events_table)
+                .where(events_table.c.position > after_position)
+                .order_by(events_table.c.position)
+                .limit(batch_size)
+            )
+            with self.engine.connect() as conn:
+                batch = [to_recorded(row) for row in conn.execute(query)]
+            yield from batch
+            if len(batch) < batch_size:
+                return
+            after_position = batch[-1].position
+
+    def reservation(self, scope: str, key: str) -> ReservationRecord | None:
+        query = select(reservations_table).where(
+            reservations_table.c.scope == scope, reservations_table.c.key == key
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return ReservationRecord(row.scope, row.key, row.stream_id, row.payload)
+
+
+class PostgresEventStore(SqlEventStore):
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def append(
@@ -160,42 +287,6 @@ class PostgresEventStore:
             for row, event in zip(rows, events, strict=True)
         ]
 
-    def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]:
-        query = (
-            select(events_table)
-            .where(events_table.c.stream_id == stream_id)
-            .where(events_table.c.stream_version > after_version)
-            .order_by(events_table.c.stream_version)
-        )
-        with self.engine.connect() as conn:
-            return [to_recorded(row) for row in conn.execute(query)]
-
-    def read_all(self, after_position: int = 0, batch_size: int = 1000) -> Iterator[RecordedEvent]:
-        """Every event after a global position, in position order, in batches."""
-        while True:
-            query = (
-                select(events_table)
-                .where(events_table.c.position > after_position)
-                .order_by(events_table.c.position)
-                .limit(batch_size)
-            )
-            with self.engine.connect() as conn:
-                batch = [to_recorded(row) for row in conn.execute(query)]
-            yield from batch
-            if len(batch) < batch_size:
-                return
-            after_position = batch[-1].position
-
-    def reservation(self, scope: str, key: str) -> ReservationRecord | None:
-        query = select(reservations_table).where(
-            reservations_table.c.scope == scope, reservations_table.c.key == key
-        )
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            return None
-        return ReservationRecord(row.scope, row.key, row.stream_id, row.payload)
-
 
 def to_recorded(row: Any) -> RecordedEvent:
     return RecordedEvent(
@@ -225,3 +316,8 @@ def _translate(
             return ReservationTaken(taken["scope"], taken["key"])
         return ReservationTaken(reservations[0].scope, reservations[0].key)
     return error
+
+
+def make_store(engine: Engine) -> SqlEventStore:
+    """The fastest store the engine's database allows."""
+    return PostgresEventStore(engine) if engine.dialect.name == "postgresql" else SqlEventStore(engine)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from sqlalchemy import (
     Column,
-    DateTime,
     Index,
     Integer,
     MetaData,
     Table,
     Text,
+    Uuid,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+
+from events.types import Json, Timestamp
 
 metadata = MetaData()
 
@@ -25,7 +27,7 @@ def assessments_view(name: str = "assessments_view", meta: MetaData = metadata) 
     return Table(
         name,
         meta,
-        Column("id", UUID(as_uuid=True), primary_key=True),
+        Column("id", Uuid, primary_key=True),
         Column("org_id", Text, nullable=False),
         Column("title", Text, nullable=False),
         Column("role", Text, nullable=False),
@@ -34,10 +36,10 @@ def assessments_view(name: str = "assessments_view", meta: MetaData = metadata) 
         Column("time_limit_minutes", Integer),
         Column("expires_in_days", Integer, nullable=False),
         Column("issue_id", Text),
-        Column("rubric_id", UUID(as_uuid=True)),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("updated_at", DateTime(timezone=True), nullable=False),
-        Column("deleted_at", DateTime(timezone=True)),
+        Column("rubric_id", Uuid),
+        Column("created_at", Timestamp, nullable=False),
+        Column("updated_at", Timestamp, nullable=False),
+        Column("deleted_at", Timestamp),
         Column("version", Integer, nullable=False),
         Index(
             f"{name}_active_idx",
@@ -45,6 +47,7 @@ def assessments_view(name: str = "assessments_view", meta: MetaData = metadata) 
             "created_at",
             "id",
             postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
         ),
     )
 
@@ -53,18 +56,18 @@ def candidate_keys_view(name: str = "candidate_keys_view", meta: MetaData = meta
     return Table(
         name,
         meta,
-        Column("id", UUID(as_uuid=True), primary_key=True),
-        Column("assessment_id", UUID(as_uuid=True), nullable=False),
+        Column("id", Uuid, primary_key=True),
+        Column("assessment_id", Uuid, nullable=False),
         Column("org_id", Text, nullable=False),
         Column("key", Text, nullable=False),
         Column("candidate_email", Text),
         Column("candidate_name", Text),
         Column("org_name", Text),
-        Column("expires_at", DateTime(timezone=True), nullable=False),
-        Column("redeemed_at", DateTime(timezone=True)),
-        Column("completed_at", DateTime(timezone=True)),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("revoked_at", DateTime(timezone=True)),
+        Column("expires_at", Timestamp, nullable=False),
+        Column("redeemed_at", Timestamp),
+        Column("completed_at", Timestamp),
+        Column("created_at", Timestamp, nullable=False),
+        Column("revoked_at", Timestamp),
         Column("revoke_reason", Text),
         Index(f"{name}_assessment_idx", "assessment_id", "created_at", "id"),
     )
@@ -75,7 +78,7 @@ def candidate_keys_versions(name: str = "candidate_keys_versions", meta: MetaDat
     return Table(
         name,
         meta,
-        Column("stream_id", UUID(as_uuid=True), primary_key=True),
+        Column("stream_id", Uuid, primary_key=True),
         Column("version", Integer, nullable=False),
     )
 
@@ -90,7 +93,7 @@ oss_issues = Table(
     Column("task_brief", Text, nullable=False),
     Column("language", Text, nullable=False),
     Column("difficulty", Text, nullable=False),
-    Column("labels", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("labels", Json, nullable=False, server_default=text("'[]'")),
 )
 
 ASSESSMENTS_VIEW = assessments_view()
@@ -102,6 +105,7 @@ def upsert(conn: Connection, table: Table, key: str, rows: list[dict]) -> None:
     """Insert or overwrite rows by their primary key, many per round trip."""
     if not rows:
         return
+    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
     stmt = insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c[key]],

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
-from events import messages
 from events.broker import (
     FATAL_BROKER_ERRORS,
     RETRYABLE_BROKER_ERRORS,
     connection_parameters,
     declare_topology,
 )
-from events.model import RecordedEvent
+from worker.batches import is_transient, process_batch
 from worker.handler import EventHandler
 
 log = logging.getLogger(__name__)
@@ -41,13 +40,6 @@ class Delivery:
     routing_key: str
     properties: pika.BasicProperties
     body: bytes
-
-
-def is_transient(error: BaseException) -> bool:
-    """A database error that a reconnect can cure, as opposed to a bug or a bad event."""
-    return isinstance(error, OperationalError) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
-    )
 
 
 class Worker:
@@ -141,33 +133,14 @@ class Worker:
         return batch
 
     def _process(self, channel: BlockingChannel, batch: list[Delivery]) -> None:
-        decoded: list[tuple[Delivery, RecordedEvent]] = []
-        for delivery in batch:
-            try:
-                decoded.append((delivery, messages.decode(delivery.body)))
-            except messages.UndecodableMessage as error:
-                self._dead_letter(channel, delivery, f"undecodable: {error}")
-        try:
-            self.handler.handle([event for _, event in decoded])
-        except Exception as error:
-            if is_transient(error):
-                raise
-            log.exception("batch failed; retrying its messages one by one")
-            self._isolate(channel, decoded)
+        process_batch(
+            self.handler,
+            batch,
+            lambda delivery: delivery.body,
+            lambda delivery, reason: self._dead_letter(channel, delivery, reason),
+            self.attempts,
+        )
         channel.basic_ack(delivery_tag=batch[-1].tag, multiple=True)
-
-    def _isolate(self, channel: BlockingChannel, decoded: list[tuple[Delivery, RecordedEvent]]) -> None:
-        """Find the message(s) that break a batch; the rest are applied normally."""
-        for delivery, event in decoded:
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    self.handler.handle([event])
-                    break
-                except Exception as error:
-                    if is_transient(error):
-                        raise
-                    if attempt == self.attempts:
-                        self._dead_letter(channel, delivery, f"failed {attempt} times: {error!r}")
 
     def _dead_letter(self, channel: BlockingChannel, delivery: Delivery, reason: str) -> None:
         log.error("dead-lettering message %s: %s", delivery.properties.message_id, reason)

@@ -1,0 +1,92 @@
+"""An in-process stand-in for RabbitMQ and the relay, for `assessments dev` only.
+
+Same messages (the CloudEvents envelope of `messages.encode`), same outbox, same at-least-once
+hand-over (a row leaves the outbox only after the broker took the message); what changes is
+that the "broker" is a queue in memory and the relay is woken by the store directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from events import messages
+from events.outbox import SqlOutbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    routing_key: str
+    body: bytes
+    headers: dict = field(default_factory=dict)
+
+
+class InProcessBroker:
+    """One exchange with one queue bound to every routing key: what the worker needs."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Message] = queue.Queue()
+        self.dead_letters: list[tuple[Message, str]] = []
+
+    def publish(self, message: Message) -> None:
+        self._queue.put(message)
+
+    def take(self, max_count: int, timeout: float) -> list[Message]:
+        """Up to `max_count` messages; waits up to `timeout` for the first one."""
+        try:
+            batch = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(batch) < max_count:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def dead_letter(self, message: Message, reason: str) -> None:
+        log.error("dead-lettering a %s message: %s", message.routing_key, reason)
+        self.dead_letters.append((message, reason))
+
+
+class InProcessRelay:
+    def __init__(
+        self, outbox: SqlOutbox, broker: InProcessBroker, batch_size: int = 500, poll_seconds: float = 1.0
+    ) -> None:
+        self.outbox = outbox
+        self.broker = broker
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    def wake(self) -> None:
+        """Called by the store after each append."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        if on_ready:
+            on_ready()
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+            try:
+                self._publish_all()
+            except Exception:
+                log.exception("in-process relay failed; retrying")
+
+    def _publish_all(self) -> None:
+        while batch := self.outbox.unpublished(self.batch_size):
+            for recorded in batch:
+                headers = {"correlation_id": recorded.metadata.get("correlationId")}
+                self.broker.publish(Message(recorded.event.routing_key, messages.encode(recorded), headers))
+            self.outbox.mark_published([recorded.position for recorded in batch])

@@ -1,0 +1,122 @@
+"""`assessments dev`: the whole contract with no PostgreSQL and no RabbitMQ, in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.system import Client
+from tests.support.wait import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {key: value for key, value in os.environ.items() if not key.startswith("ASSESSMENTS_")}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DevServer:
+    def __init__(self, database: Path) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "dev",
+                "--bind",
+                f"127.0.0.1:{free_port()}",
+                "--database",
+                str(database),
+            ],
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        banner = wait_for(self._banner, 30, "the dev server's URL and token")
+        self.url, self.token = banner["url"], banner["token"]
+
+    def _banner(self) -> dict | None:
+        line = self.process.stdout.readline()
+        return json.loads(line) if line.startswith("{") else None
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(20)
+        self.process.stdout.close()
+        return code
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "dev.sqlite3"
+
+
+def test_the_full_contract_runs_on_sqlite_and_the_in_process_broker(database):
+    server = DevServer(database)
+    try:
+        with Client(server.url, server.token) as client:
+            created = client.post("/v1/assessments", json={"title": "T", "role": "R", "taskBrief": "B"})
+            assert created.status_code == 201, created.text
+            assessment_id = created.json()["assessment"]["id"]
+            assert [a["id"] for a in client.get("/v1/assessments").json()["assessments"]] == [assessment_id]
+            assert client.get(f"/v1/assessments/{assessment_id}").status_code == 200
+
+            keys = client.post(f"/v1/assessments/{assessment_id}/keys", json={"count": 2}).json()["keys"]
+            assert len(client.get(f"/v1/assessments/{assessment_id}/keys").json()["keys"]) == 2
+            with Client(server.url) as candidate:
+                headers = {"X-API-Key": keys[0]["key"]}
+                assert candidate.get(f"/v1/assessments/{assessment_id}", headers=headers).status_code == 200
+
+            assert client.delete(f"/v1/assessments/{assessment_id}").json() == {
+                "ok": True,
+                "id": assessment_id,
+            }
+            assert client.get("/v1/assessments").json()["assessments"] == []
+            assert client.get(f"/v1/assessments/{assessment_id}").status_code == 404
+
+            def cascaded():
+                history = client.get(f"/v1/assessments/{assessment_id}/events").json()["events"]
+                return [e["data"]["reason"] for e in history if e["type"] == "CandidateKeyRevoked"]
+
+            assert wait_for(cascaded, 10, "the cascade") == ["assessment_deleted"] * 2
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_restart_on_the_same_file_keeps_the_data(database):
+    first = DevServer(database)
+    try:
+        with Client(first.url, first.token) as client:
+            kept = client.post("/v1/assessments", json={"title": "Kept", "role": "R", "taskBrief": "B"})
+    finally:
+        assert first.stop() == 0
+
+    second = DevServer(database)
+    try:
+        with Client(second.url, second.token) as client:
+            listed = client.get("/v1/assessments").json()["assessments"]
+    finally:
+        assert second.stop() == 0
+    assert [a["id"] for a in listed] == [kept.json()["assessment"]["id"]]
+
+
+@pytest.mark.parametrize("command", ["api", "relay", "worker"])
+def test_production_commands_refuse_sqlite_unless_told(command, database):
+    env = {**ENV, "ASSESSMENTS_DATABASE_URL": f"sqlite:///{database}"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "cli", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert refused.returncode == 2
+    assert "--allow-embedded" in refused.stderr

@@ -6,8 +6,10 @@ The composition root: the only module that imports all four packages and wires r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import click
 from sqlalchemy.exc import OperationalError
 
 from api import auth
+from events import logs, metrics
 from events.db import ensure_database, is_embedded, make_engine
 from events.outbox import PostgresOutbox
 from events.relay import Relay
@@ -32,13 +35,17 @@ from worker.handler import EventHandler
 log = logging.getLogger("assessments")
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
-    logging.getLogger("pika").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+#: Long-running production processes: they log JSON lines unless ASSESSMENTS_LOG_FORMAT says
+#: otherwise; every other command (and `run`, `dev`) logs readable text.
+JSON_LOGGING_COMMANDS = {"api", "relay", "worker"}
+
+
+def configure_logging(level: str, command: str | None = None) -> None:
+    fmt = os.environ.get("ASSESSMENTS_LOG_FORMAT") or ("json" if command in JSON_LOGGING_COMMANDS else "text")
+    try:
+        logs.configure(level, fmt.lower())
+    except ValueError as error:
+        raise click.UsageError(f"ASSESSMENTS_LOG_FORMAT: {error}") from None
 
 
 class Cli(click.Group):
@@ -56,7 +63,7 @@ class Cli(click.Group):
 def main(ctx: click.Context) -> None:
     """Event-sourced assessments service. Configured by ASSESSMENTS_* environment variables."""
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, ctx.invoked_subcommand)
     ctx.obj = settings
 
 
@@ -305,10 +312,33 @@ def _stop_on_signals(stop) -> None:
         signal.signal(sig, lambda *_: stop())
 
 
+METRICS_PORT = click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    envvar="ASSESSMENTS_METRICS_PORT",
+    help="Serve Prometheus metrics at :PORT/metrics (ASSESSMENTS_METRICS_PORT; default: off).",
+)
+
+
+@contextlib.contextmanager
+def _metrics_served(port: int | None):
+    if port is None:
+        yield
+        return
+    server = metrics.serve(port)
+    log.info("metrics at http://0.0.0.0:%d/metrics", port)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @main.command()
 @ALLOW_EMBEDDED
+@METRICS_PORT
 @click.pass_obj
-def relay(settings: Settings, allow_embedded: bool) -> None:
+def relay(settings: Settings, allow_embedded: bool, metrics_port: int | None) -> None:
     """Publish the outbox to RabbitMQ (one active relay per database; others stand by)."""
     refuse_embedded(settings, allow_embedded)
     process = Relay(
@@ -319,13 +349,15 @@ def relay(settings: Settings, allow_embedded: bool) -> None:
         batch_size=settings.relay_batch_size,
     )
     _stop_on_signals(process.stop)
-    process.run()
+    with _metrics_served(metrics_port):
+        process.run()
 
 
 @main.command()
 @ALLOW_EMBEDDED
+@METRICS_PORT
 @click.pass_obj
-def worker(settings: Settings, allow_embedded: bool) -> None:
+def worker(settings: Settings, allow_embedded: bool, metrics_port: int | None) -> None:
     """Consume events: build the projections and cascade deletions."""
     refuse_embedded(settings, allow_embedded)
     engine = make_engine(settings.database_url, pool_size=4)
@@ -334,16 +366,27 @@ def worker(settings: Settings, allow_embedded: bool) -> None:
         handler, settings.broker_url, settings.exchange, settings.worker_queue, settings.worker_prefetch
     )
     _stop_on_signals(process.stop)
-    process.run()
+    with _metrics_served(metrics_port):
+        process.run()
 
 
 @main.command()
 @click.option("--bind", help="host:port for the API.")
-def run(bind: str | None) -> None:
-    """api + relay + worker in the foreground, for a developer. Ctrl-C stops all three."""
+@METRICS_PORT
+def run(bind: str | None, metrics_port: int | None) -> None:
+    """api + relay + worker in the foreground, for a developer. Ctrl-C stops all three.
+    Readable logs unless ASSESSMENTS_LOG_FORMAT says otherwise; with --metrics-port P the relay
+    serves its metrics on P and the worker on P+1."""
     api_args = ["api"] + (["--bind", bind] if bind else [])
+    relay_args, worker_args = ["relay"], ["worker"]
+    if metrics_port:
+        relay_args += ["--metrics-port", str(metrics_port)]
+        worker_args += ["--metrics-port", str(metrics_port + 1)]
+    env = {**os.environ, "ASSESSMENTS_LOG_FORMAT": os.environ.get("ASSESSMENTS_LOG_FORMAT") or "text"}
+    env.pop("ASSESSMENTS_METRICS_PORT", None)
     children = [
-        subprocess.Popen([sys.executable, "-m", "cli", *args]) for args in (api_args, ["relay"], ["worker"])
+        subprocess.Popen([sys.executable, "-m", "cli", *args], env=env)
+        for args in (api_args, relay_args, worker_args)
     ]
 
     def stop(*_):

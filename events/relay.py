@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import pika
@@ -21,7 +22,7 @@ from pika.adapters.select_connection import SelectConnection
 from pika.spec import Basic
 from sqlalchemy.exc import SQLAlchemyError
 
-from events import messages
+from events import messages, metrics
 from events.broker import (
     RETRYABLE_BROKER_ERRORS,
     connection_parameters,
@@ -78,8 +79,8 @@ class Relay:
         self._connection: SelectConnection | None = None
         self._channel = None
         self._listener: OutboxListener | None = None
-        self._unconfirmed: dict[int, int] = {}  # delivery tag -> outbox position
-        self._acked: list[int] = []
+        self._unconfirmed: dict[int, tuple[RecordedEvent, float]] = {}  # delivery tag -> (event, sent at)
+        self._acked: list[RecordedEvent] = []
         self._next_tag = 0
         self._failure: Exception | None = None
 
@@ -138,6 +139,7 @@ class Relay:
             raise self._failure
 
     def _release(self) -> None:
+        metrics.relay_active.set(0)
         if self._listener is not None:
             self._listener.close()
         self._listener = None
@@ -176,6 +178,7 @@ class Relay:
         ioloop = self._connection.ioloop
         ioloop.add_handler(self._listener.fileno(), self._on_notified, ioloop.READ)
         self._poll()
+        metrics.relay_active.set(1)
         if self._on_ready is not None:
             self._on_ready()
         log.info("relay publishing to %s", self.exchange)
@@ -187,7 +190,13 @@ class Relay:
         self._close()
 
     def _on_returned(self, _channel, method, properties, _body) -> None:
-        log.error("event %s unroutable (%s): no queue bound", properties.message_id, method.routing_key)
+        log.error(
+            "event %s unroutable (%s): no queue bound; correlation %s",
+            properties.message_id,
+            method.routing_key,
+            properties.correlation_id,
+            extra={"event_id": properties.message_id, "correlation_id": properties.correlation_id},
+        )
 
     def _on_notified(self, _fd, _events) -> None:
         try:
@@ -203,7 +212,14 @@ class Relay:
         """A slow safety net beside LISTEN/NOTIFY (a notification can be missed while the
         session reconnects)."""
         self._publish_batch()
+        self._count_backlog()
         self._connection.ioloop.call_later(self.poll_seconds, self._poll)
+
+    def _count_backlog(self) -> None:
+        try:
+            metrics.relay_outbox_backlog.set(self.outbox.backlog())
+        except SQLAlchemyError as error:
+            log.warning("relay cannot count the outbox: %r", error)
 
     # --- publishing -----------------------------------------------------------------------
 
@@ -217,7 +233,7 @@ class Relay:
             return  # the poll timer tries again
         for recorded in batch:
             self._next_tag += 1
-            self._unconfirmed[self._next_tag] = recorded.position
+            self._unconfirmed[self._next_tag] = (recorded, time.perf_counter())
             self._channel.basic_publish(
                 exchange=self.exchange,
                 routing_key=recorded.event.routing_key,
@@ -233,22 +249,58 @@ class Relay:
             if method.multiple
             else [method.delivery_tag]
         )
+        now = time.perf_counter()
         for tag in tags:
-            position = self._unconfirmed.pop(tag, None)
-            if position is not None and isinstance(method, Basic.Ack):
-                self._acked.append(position)
-            elif position is not None:
-                log.warning("broker nacked outbox position %s; it stays for a retry", position)
+            in_flight = self._unconfirmed.pop(tag, None)
+            if in_flight is None:
+                continue
+            recorded, sent_at = in_flight
+            metrics.relay_confirm_seconds.observe(now - sent_at)
+            if isinstance(method, Basic.Ack):
+                self._acked.append(recorded)
+            else:
+                log.warning(
+                    "broker nacked event %s (outbox position %s); it stays for a retry; correlation %s",
+                    recorded.event_id,
+                    recorded.position,
+                    recorded.metadata.get("correlationId"),
+                    extra=_about(recorded),
+                )
         if self._unconfirmed:
             return
         self._finish_batch()
 
     def _finish_batch(self) -> None:
         try:
-            self.outbox.mark_published(self._acked)
+            self.outbox.mark_published([recorded.position for recorded in self._acked])
         except SQLAlchemyError as error:
             log.warning("relay cannot mark the batch published (it will be sent again): %r", error)
             return
         self.published += len(self._acked)
+        for type_name, count in Counter(recorded.type_name for recorded in self._acked).items():
+            metrics.relay_published.labels(type_name).inc(count)
+        if log.isEnabledFor(logging.DEBUG):
+            for recorded in self._acked:
+                log.debug(
+                    "published %s %s (stream %s v%d); correlation %s",
+                    recorded.type_name,
+                    recorded.event_id,
+                    recorded.stream_id,
+                    recorded.stream_version,
+                    recorded.metadata.get("correlationId"),
+                    extra=_about(recorded),
+                )
         self._acked.clear()
         self._publish_batch()
+
+
+def _about(recorded: RecordedEvent) -> dict:
+    """The structured fields of a log line about one event."""
+    return {
+        "event_id": str(recorded.event_id),
+        "event_type": recorded.type_name,
+        "stream_id": str(recorded.stream_id),
+        "stream_version": recorded.stream_version,
+        "position": recorded.position,
+        "correlation_id": recorded.metadata.get("correlationId"),
+    }

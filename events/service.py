@@ -7,6 +7,8 @@ and every write takes the same optimistic-concurrency path.
 from __future__ import annotations
 
 import logging
+import random
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -38,7 +40,7 @@ class AssessmentService:
         store: EventStore,
         clock: Callable[[], datetime] = utcnow,
         generate_key: KeyGenerator = keys.generate_key,
-        max_attempts: int = 5,
+        max_attempts: int = 8,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -130,7 +132,7 @@ class AssessmentService:
     def cascade_deletion(self, assessment_id: uuid.UUID, metadata: Metadata) -> list[RecordedEvent]:
         """Revoke every key of a deleted assessment that is not revoked yet. Idempotent: on a
         second run the aggregate decides nothing and nothing is appended."""
-        for _ in range(self.max_attempts):
+        for attempt in range(1, self.max_attempts + 1):
             state = self.load(assessment_id)
             events = aggregate.revoke_keys_of_deleted(state, self.clock())
             if not events:
@@ -138,7 +140,7 @@ class AssessmentService:
             try:
                 return self.store.append(assessment_id, state.version, events, metadata)
             except ConcurrencyConflict:
-                continue
+                _back_off(attempt)
         raise ConcurrencyConflict(f"{assessment_id}: cascade kept losing races")
 
     def _decide_and_append(
@@ -151,11 +153,16 @@ class AssessmentService:
     ) -> list[RecordedEvent]:
         """Retry on a lost race: the next attempt decides on the newer state, which may
         refuse (e.g. the assessment was deleted meanwhile)."""
-        for _ in range(self.max_attempts):
+        for attempt in range(1, self.max_attempts + 1):
             state = self.load_owned(org_id, assessment_id)
             events = decide(state, self.clock())
             try:
                 return self.store.append(assessment_id, state.version, events, metadata, reservations)
             except ConcurrencyConflict:
-                continue
+                _back_off(attempt)
         raise ConcurrencyConflict(f"{assessment_id}: too many concurrent writers")
+
+
+def _back_off(attempt: int) -> None:
+    """A short random pause after a lost race, so the losers do not collide again in step."""
+    time.sleep(random.uniform(0, 0.002 * 2**attempt))

@@ -18,6 +18,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy.exc import DBAPIError
 
+from events import metrics
 from events.broker import (
     FATAL_BROKER_ERRORS,
     RETRYABLE_BROKER_ERRORS,
@@ -101,6 +102,8 @@ class Worker:
             self.handler.sweep()
         except DBAPIError as error:
             log.warning("sweep failed: %r", error)
+        except Exception:
+            log.exception("sweep failed; its events stay pending and are tried again")
 
     def _consume(self, on_ready: Callable[[], None] | None) -> None:
         connection = pika.BlockingConnection(connection_parameters(self.broker_url))
@@ -143,7 +146,20 @@ class Worker:
         channel.basic_ack(delivery_tag=batch[-1].tag, multiple=True)
 
     def _dead_letter(self, channel: BlockingChannel, delivery: Delivery, reason: str) -> None:
-        log.error("dead-lettering message %s: %s", delivery.properties.message_id, reason)
+        correlation_id = delivery.properties.correlation_id or (delivery.properties.headers or {}).get(
+            "correlation_id"
+        )
+        log.error(
+            "dead-lettering message %s: %s; correlation %s",
+            delivery.properties.message_id,
+            reason,
+            correlation_id,
+            extra={
+                "message_id": delivery.properties.message_id,
+                "routing_key": delivery.routing_key,
+                "correlation_id": correlation_id,
+            },
+        )
         headers = dict(delivery.properties.headers or {})
         headers.update({"x-dead-letter-reason": reason, "x-original-routing-key": delivery.routing_key})
         properties = pika.BasicProperties(
@@ -151,7 +167,9 @@ class Worker:
             delivery_mode=pika.DeliveryMode.Persistent,
             message_id=delivery.properties.message_id,
             type=delivery.properties.type,
+            correlation_id=delivery.properties.correlation_id,
             headers=headers,
         )
         channel.basic_publish("", self.dead_letter_queue, delivery.body, properties)
         self.dead_lettered += 1
+        metrics.worker_dead_lettered.labels(metrics.dead_letter_reason(reason)).inc()

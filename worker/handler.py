@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from events import metrics
 from events.db import projection_pending_table as pending
 from events.model import AssessmentDeleted, Metadata, RecordedEvent
 from events.service import AssessmentService
@@ -56,7 +57,8 @@ class EventHandler:
             results = [apply_batch(conn, p, events, self.store.load) for p in self.projections]
             applied = {e.position for e in events}.union(*(r.positions for r in results))
             clear_pending(conn, applied)
-        self._count(results[0])
+        self._count(results)
+        self._observe(events, results)
         self.cascade(events)
 
     def cascade(self, events: Sequence[RecordedEvent]) -> None:
@@ -73,6 +75,18 @@ class EventHandler:
                 )
                 revoked = self.service.cascade_deletion(recorded.stream_id, metadata)
                 self.totals.cascaded += len(revoked)
+                if revoked:
+                    log.info(
+                        "cascade revoked %d key(s) of deleted assessment %s; correlation %s",
+                        len(revoked),
+                        recorded.stream_id,
+                        metadata.correlation_id,
+                        extra={
+                            "stream_id": str(recorded.stream_id),
+                            "causation_id": metadata.causation_id,
+                            "correlation_id": metadata.correlation_id,
+                        },
+                    )
 
     def sweep(self, older_than_seconds: float = 5.0, limit: int = 100) -> int:
         """Project streams whose events have waited too long: their message was lost (for
@@ -98,7 +112,29 @@ class EventHandler:
             log.warning("swept %d streams whose messages never arrived", len(stream_ids))
         return len(stream_ids)
 
-    def _count(self, result: BatchResult) -> None:
-        self.totals.applied += result.applied
-        self.totals.duplicates += result.duplicates
-        self.totals.gaps_filled += result.gaps_filled
+    def _count(self, results: Sequence[BatchResult]) -> None:
+        self.totals.applied += results[0].applied
+        self.totals.duplicates += results[0].duplicates
+        self.totals.gaps_filled += results[0].gaps_filled
+        for projection, result in zip(self.projections, results, strict=True):
+            if result.applied:
+                metrics.worker_applied.labels(projection.name).inc(result.applied)
+            if result.duplicates:
+                metrics.worker_duplicates.labels(projection.name).inc(result.duplicates)
+            if result.gaps_filled:
+                metrics.worker_gaps_filled.labels(projection.name).inc(result.gaps_filled)
+
+    def _observe(self, events: Sequence[RecordedEvent], results: Sequence[BatchResult]) -> None:
+        """Lag of the events this batch applied (not of duplicates), and at DEBUG which events
+        of which requests (correlation ids) were applied."""
+        applied = set().union(*(r.positions for r in results))
+        metrics.observe_lag(e.recorded_at for e in events if e.position in applied)
+        if log.isEnabledFor(logging.DEBUG):
+            correlation_ids = sorted({str(e.metadata.get("correlationId")) for e in events})
+            log.debug(
+                "applied a batch of %d event(s), %d new; correlation ids %s",
+                len(events),
+                len(applied),
+                correlation_ids,
+                extra={"events": len(events), "applied": len(applied), "correlation_ids": correlation_ids},
+            )

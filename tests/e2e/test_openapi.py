@@ -1,0 +1,464 @@
+"""`/openapi.json` describes the API as it is: a valid OpenAPI document, every route of the app
+in it, and real responses of the API valid against the schemas it documents for them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate as validate_openapi
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from api import create_app
+from tests.e2e.helpers import MISSING, body, create, issue_keys
+from tests.support.system import Client, System
+
+#: Rules that serve the document itself, not the API it describes.
+SELF_RULES = {"/openapi.json", "/docs"}
+SPEC_URI = "urn:assessments:openapi"
+METHODS = {"get", "put", "post", "delete", "patch"}
+
+
+@pytest.fixture(scope="module")
+def spec(shared_system: System) -> dict[str, Any]:
+    with Client(shared_system.api.url) as anonymous:
+        response = anonymous.get("/openapi.json")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def openapi_path(rule: str) -> str:
+    """`/v1/assessments/<assessment_id>` → `/v1/assessments/{assessmentId}`."""
+    segments = []
+    for segment in rule.split("/"):
+        if segment.startswith("<") and segment.endswith(">"):
+            head, *rest = segment[1:-1].split(":")[-1].split("_")
+            segment = "{" + head + "".join(part.title() for part in rest) + "}"
+        segments.append(segment)
+    return "/".join(segments)
+
+
+def app_operations(shared_system: System) -> set[tuple[str, str]]:
+    return {
+        (openapi_path(rule.rule), method.lower())
+        for rule in shared_system.api.app.url_map.iter_rules()
+        if rule.endpoint != "static" and rule.rule not in SELF_RULES
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+
+
+# --- the document ----------------------------------------------------------------------------
+
+
+def test_openapi_json_is_a_valid_openapi_document_served_without_credentials(anonymous: Client):
+    response = anonymous.get("/openapi.json")
+
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    validate_openapi(document)
+
+
+def test_every_route_of_the_app_is_documented(shared_system: System, spec: dict[str, Any]):
+    missing = []
+    for path, method in sorted(app_operations(shared_system)):
+        operation = spec["paths"].get(path, {}).get(method)
+        if operation is None or operation.get("x-undocumented") or not operation.get("summary"):
+            missing.append(f"{method.upper()} {path}")
+
+    assert missing == []
+
+
+def test_the_document_has_no_route_the_app_does_not_serve(shared_system: System, spec: dict[str, Any]):
+    documented = {(path, method) for path, item in spec["paths"].items() for method in set(item) & METHODS}
+
+    assert documented - app_operations(shared_system) == set()
+
+
+def test_reviewer_routes_take_a_bearer_token_and_only_get_one_also_a_candidate_key(spec: dict[str, Any]):
+    schemes = {
+        f"{method.upper()} {path}": sorted(
+            name for requirement in operation["security"] for name in requirement
+        )
+        for path, item in spec["paths"].items()
+        if path.startswith("/v1/")
+        for method, operation in item.items()
+        if method in METHODS
+    }
+
+    assert schemes.pop("GET /v1/assessments/{assessmentId}") == ["bearerAuth", "candidateKey"]
+    assert schemes and set(map(tuple, schemes.values())) == {("bearerAuth",)}
+    candidate_key = spec["components"]["securitySchemes"]["candidateKey"]
+    assert (candidate_key["type"], candidate_key["in"], candidate_key["name"]) == (
+        "apiKey",
+        "header",
+        "X-API-Key",
+    )
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+def test_the_docs_page_renders_the_document(anonymous: Client):
+    response = anonymous.get("/docs")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "/openapi.json" in response.text
+
+
+def test_the_document_is_built_on_first_request_and_kept(shared_system: System):
+    app = create_app(shared_system.settings)
+    try:
+        assert "openapi" not in app.extensions
+        with app.test_client() as http:
+            first = http.get("/openapi.json")
+            kept = app.extensions["openapi"]
+            second = http.get("/openapi.json")
+        assert first.status_code == second.status_code == 200
+        assert app.extensions["openapi"] is kept
+        assert first.get_json() == second.get_json() == kept
+    finally:
+        app.extensions["assessments"].engine.dispose()
+
+
+def test_a_route_without_documentation_is_still_listed_and_marked_undocumented(shared_system: System):
+    app = create_app(shared_system.settings)
+    app.add_url_rule("/v1/extra/<thing_id>", "extra", lambda thing_id: "", methods=["PUT"])
+    try:
+        with app.test_client() as http:
+            document = http.get("/openapi.json").get_json()
+    finally:
+        app.extensions["assessments"].engine.dispose()
+
+    operation = document["paths"]["/v1/extra/{thingId}"]["put"]
+    assert operation["x-undocumented"] is True
+    assert "x-undocumented" not in document["paths"]["/v1/assessments"]["post"]
+
+
+# --- responses against the document ----------------------------------------------------------
+
+
+def _pointer(*parts: str) -> str:
+    return "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+def _resolve(spec: dict[str, Any], ref: str) -> tuple[list[str], dict[str, Any]]:
+    assert ref.startswith("#/"), ref
+    parts = [part.replace("~1", "/").replace("~0", "~") for part in ref[2:].split("/")]
+    found: Any = spec
+    for part in parts:
+        found = found[part]
+    return parts, found
+
+
+def documented_path(spec: dict[str, Any], path: str) -> str:
+    segments = path.split("/")
+    for template in spec["paths"]:
+        parts = template.split("/")
+        if len(parts) == len(segments) and all(
+            part == segment or (part.startswith("{") and part.endswith("}") and segment)
+            for part, segment in zip(parts, segments, strict=True)
+        ):
+            return template
+    raise AssertionError(f"{path} matches no documented path")
+
+
+def documented_response(spec: dict[str, Any], response: requests.Response) -> tuple[list[str], dict] | None:
+    """Where in the document the response for this path, method and status is, and what it
+    says; None when that status is not documented."""
+    path = documented_path(spec, requests.utils.urlparse(response.request.url).path)
+    method = response.request.method.lower()
+    status = str(response.status_code)
+    documented = spec["paths"][path][method]["responses"].get(status)
+    if documented is None:
+        return None
+    if "$ref" in documented:
+        return _resolve(spec, documented["$ref"])
+    return ["paths", path, method, "responses", status], documented
+
+
+def schema_violations(spec: dict[str, Any], where: list[str], media_type: str, body: Any) -> list[str]:
+    registry = Registry().with_resource(SPEC_URI, DRAFT202012.create_resource(spec))
+    validator = Draft202012Validator(
+        {"$ref": f"{SPEC_URI}#/{_pointer(*where, 'content', media_type, 'schema')}"},
+        registry=registry,
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+    return [f"{list(error.absolute_path)}: {error.message}" for error in validator.iter_errors(body)]
+
+
+def violations(spec: dict[str, Any], response: requests.Response) -> list[str]:
+    """What in `response` the document does not allow for its path, method and status: an
+    undocumented status, a missing required header, another media type, a body off schema."""
+    found = documented_response(spec, response)
+    if found is None:
+        return [
+            f"status {response.status_code} is not documented for {response.request.method} {response.url}"
+        ]
+    where, documented = found
+    problems = []
+    for name, header in documented.get("headers", {}).items():
+        if "$ref" in header:
+            header = _resolve(spec, header["$ref"])[1]
+        if header.get("required") and name not in response.headers:
+            problems.append(f"header {name} is missing")
+    media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+    if media_type not in documented.get("content", {}):
+        return [*problems, f"media type {media_type!r} is not documented"]
+    body = response.json() if media_type == "application/json" else response.text
+    return problems + schema_violations(spec, where, media_type, body)
+
+
+@dataclass
+class Callers:
+    client: Client
+    anonymous: Client
+    candidate: Callable[[str], Client]
+    issue: dict[str, Any]
+
+
+CASES: list[tuple[str, int, Callable[[Callers], requests.Response]]] = []
+
+
+def case(name: str, status: int):
+    def add(send: Callable[[Callers], requests.Response]):
+        CASES.append((name, status, send))
+        return send
+
+    return add
+
+
+@case("create", 201)
+def _(c: Callers):
+    return c.client.post(
+        "/v1/assessments",
+        json=body(repoUrl="https://github.com/acme/api", timeLimitMinutes=90, rubricId=str(uuid.uuid4())),
+    )
+
+
+@case("create from an OSS issue", 201)
+def _(c: Callers):
+    return c.client.post("/v1/assessments", json=body(issueId=c.issue["id"], taskBrief=MISSING))
+
+
+@case("create replayed by Idempotency-Key", 201)
+def _(c: Callers):
+    sent = body()
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    assert c.client.post("/v1/assessments", json=sent, headers=headers).status_code == 201
+    return c.client.post("/v1/assessments", json=sent, headers=headers)
+
+
+@case("list", 200)
+def _(c: Callers):
+    create(c.client, issueId=c.issue["id"])
+    create(c.client, repoUrl=None, timeLimitMinutes=None)
+    return c.client.get("/v1/assessments")
+
+
+@case("list, a page with more after it", 200)
+def _(c: Callers):
+    create(c.client)
+    create(c.client)
+    return c.client.get("/v1/assessments", params={"limit": 1})
+
+
+@case("list, the last page", 200)
+def _(c: Callers):
+    create(c.client)
+    create(c.client)
+    cursor = c.client.get("/v1/assessments", params={"limit": 1}).json()["nextCursor"]
+    return c.client.get("/v1/assessments", params={"limit": 5, "after": cursor})
+
+
+@case("get as reviewer", 200)
+def _(c: Callers):
+    return c.client.get(f"/v1/assessments/{create(c.client, issueId=c.issue['id'])['id']}")
+
+
+@case("get as candidate", 200)
+def _(c: Callers):
+    assessment = create(c.client)
+    key = issue_keys(c.client, assessment["id"])[0]["key"]
+    return c.candidate(key).get(f"/v1/assessments/{assessment['id']}")
+
+
+@case("issue keys", 201)
+def _(c: Callers):
+    return c.client.post(
+        f"/v1/assessments/{create(c.client)['id']}/keys",
+        json={
+            "count": 2,
+            "candidateEmails": ["a@example.com", "b@example.com"],
+            "candidateNames": ["A", "B"],
+        },
+    )
+
+
+@case("list keys", 200)
+def _(c: Callers):
+    assessment = create(c.client)
+    issue_keys(c.client, assessment["id"], count=2)
+    return c.client.get(f"/v1/assessments/{assessment['id']}/keys")
+
+
+@case("revoke a key", 200)
+def _(c: Callers):
+    assessment = create(c.client)
+    key = issue_keys(c.client, assessment["id"])[0]
+    return c.client.delete(f"/v1/assessments/{assessment['id']}/keys/{key['id']}")
+
+
+@case("delete", 200)
+def _(c: Callers):
+    return c.client.delete(f"/v1/assessments/{create(c.client)['id']}")
+
+
+@case("history", 200)
+def _(c: Callers):
+    assessment = create(c.client)
+    issue_keys(c.client, assessment["id"])
+    c.client.delete(f"/v1/assessments/{assessment['id']}")
+    return c.client.get(f"/v1/assessments/{assessment['id']}/events")
+
+
+@case("history, a page with more after it", 200)
+def _(c: Callers):
+    assessment = create(c.client)
+    issue_keys(c.client, assessment["id"])
+    return c.client.get(f"/v1/assessments/{assessment['id']}/events", params={"limit": 1})
+
+
+@case("list issues", 200)
+def _(c: Callers):
+    return c.client.get("/v1/issues")
+
+
+@case("get an issue", 200)
+def _(c: Callers):
+    return c.client.get(f"/v1/issues/{c.issue['id']}")
+
+
+@case("liveness", 200)
+def _(c: Callers):
+    return c.anonymous.get("/healthz")
+
+
+@case("create with an unknown field", 400)
+def _(c: Callers):
+    return c.client.post("/v1/assessments", json=body(timeLimit=30))
+
+
+@case("create with a body that is not JSON", 400)
+def _(c: Callers):
+    return c.client.post("/v1/assessments", data="{not json", headers={"Content-Type": "application/json"})
+
+
+@case("issue keys with too few emails", 400)
+def _(c: Callers):
+    return c.client.post(
+        f"/v1/assessments/{create(c.client)['id']}/keys",
+        json={"count": 2, "candidateEmails": ["a@example.com"]},
+    )
+
+
+@case("list with a limit out of range", 400)
+def _(c: Callers):
+    return c.client.get("/v1/assessments", params={"limit": 0})
+
+
+@case("create without a token", 401)
+def _(c: Callers):
+    return c.anonymous.post("/v1/assessments", json=body())
+
+
+@case("get with a key of another assessment", 401)
+def _(c: Callers):
+    key = issue_keys(c.client, create(c.client)["id"])[0]["key"]
+    return c.candidate(key).get(f"/v1/assessments/{create(c.client)['id']}")
+
+
+@case("get a missing assessment", 404)
+def _(c: Callers):
+    return c.client.get(f"/v1/assessments/{uuid.uuid4()}")
+
+
+@case("delete a missing assessment", 404)
+def _(c: Callers):
+    return c.client.delete(f"/v1/assessments/{uuid.uuid4()}")
+
+
+@case("revoke a missing key", 404)
+def _(c: Callers):
+    return c.client.delete(f"/v1/assessments/{create(c.client)['id']}/keys/{uuid.uuid4()}")
+
+
+@case("issue keys for a missing assessment", 404)
+def _(c: Callers):
+    return c.client.post(f"/v1/assessments/{uuid.uuid4()}/keys", json={"count": 1})
+
+
+@case("history of a missing assessment", 404)
+def _(c: Callers):
+    return c.client.get(f"/v1/assessments/{uuid.uuid4()}/events")
+
+
+@case("get a missing issue", 404)
+def _(c: Callers):
+    return c.client.get(f"/v1/issues/no-such-issue-{uuid.uuid4().hex[:8]}")
+
+
+@case("Idempotency-Key reused with another body", 409)
+def _(c: Callers):
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    assert c.client.post("/v1/assessments", json=body(), headers=headers).status_code == 201
+    return c.client.post("/v1/assessments", json=body(), headers=headers)
+
+
+@case("create with a form body", 415)
+def _(c: Callers):
+    return c.client.post("/v1/assessments", data={"title": "x"})
+
+
+@case("issue keys with a text body", 415)
+def _(c: Callers):
+    return c.client.post(
+        f"/v1/assessments/{create(c.client)['id']}/keys",
+        data="count=1",
+        headers={"Content-Type": "text/plain"},
+    )
+
+
+@pytest.fixture
+def callers(client: Client, anonymous: Client, candidate, issue: dict[str, Any]) -> Iterator[Callers]:
+    yield Callers(client, anonymous, candidate, issue)
+
+
+@pytest.mark.parametrize(("name", "status", "send"), CASES, ids=[name for name, _, _ in CASES])
+def test_responses_match_the_documented_schema(spec, callers: Callers, name: str, status: int, send):
+    response = send(callers)
+
+    assert response.status_code == status, response.text
+    assert violations(spec, response) == []
+
+
+def test_the_check_rejects_what_the_document_does_not_allow(spec: dict[str, Any], client: Client):
+    response = client.post("/v1/assessments", json=body())
+    where, _ = documented_response(spec, response)
+    assessment = response.json()["assessment"]
+    assert schema_violations(spec, where, "application/json", {"assessment": assessment}) == []
+
+    for wrong in (
+        {**assessment, "timeLimitMinutes": "90"},
+        {**assessment, "id": "not-a-uuid"},
+        {**assessment, "createdAt": "2026-04-01T09:00:00Z"},
+        {key: value for key, value in assessment.items() if key != "repoUrl"},
+        {**assessment, "timeLimit": 90},
+    ):
+        assert schema_violations(spec, where, "application/json", {"assessment": wrong}) != [], wrong

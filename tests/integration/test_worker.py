@@ -1,0 +1,191 @@
+"""The worker's projections are idempotent and order-tolerant: redelivery, lost messages,
+reordering and several workers at once all end in the store's state."""
+
+from __future__ import annotations
+
+import random
+
+from projections.queries import wait_until_projected
+from tests.integration.helpers import (
+    assert_projected_exactly,
+    assessment_versions,
+    candidates,
+    create,
+    key_versions,
+    metadata,
+    pending_count,
+    rows,
+    scalar,
+    shuffled_chunks,
+    stream_versions,
+)
+from tests.support.wait import wait_for
+
+PROJECTION_TABLES = ("assessments_view", "candidate_keys_view", "candidate_keys_versions")
+
+
+def snapshot(engine) -> dict[str, list]:
+    return {
+        table: [tuple(row) for row in rows(engine, f"SELECT * FROM {table} ORDER BY 1")]
+        for table in PROJECTION_TABLES
+    }
+
+
+def forget_projections(engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {', '.join(PROJECTION_TABLES)}")
+
+
+def write_history(service, org_id: str, streams: int, rng: random.Random) -> None:
+    """Assessments with keys, revocations and deletions (their cascade included), so every
+    kind of event is in the store before anything is projected."""
+    for _ in range(streams):
+        stream = create(service, org_id).stream_id
+        for _ in range(rng.randint(1, 3)):
+            service.issue_keys(org_id, stream, candidates(rng.randint(1, 3)), metadata(org_id))
+        if rng.random() < 0.5:
+            key_id = next(iter(service.load(stream).keys))
+            service.revoke_key(org_id, stream, key_id, metadata(org_id))
+        if rng.random() < 0.4:
+            service.delete(org_id, stream, metadata(org_id))
+            service.cascade_deletion(stream, metadata(org_id))
+
+
+def wait_until_caught_up(engine, timeout: float = 15.0) -> None:
+    expected = stream_versions(engine)
+    wait_for(
+        lambda: assessment_versions(engine) == expected and key_versions(engine) == expected,
+        timeout,
+        "projections at every stream's last version",
+    )
+
+
+# --- driving the handler directly ---------------------------------------------------------
+
+
+def test_an_event_handled_twice_is_applied_once(system, service, handler, org_id):
+    first = create(service, org_id)
+    keys = service.issue_keys(org_id, first.stream_id, candidates(3), metadata(org_id))
+    handler.handle([first, *keys])
+    projected = snapshot(system.engine)
+
+    handler.handle([first, *keys])
+
+    assert handler.totals.duplicates == 4
+    assert handler.totals.applied == 4
+    assert snapshot(system.engine) == projected
+    assert assessment_versions(system.engine) == {first.stream_id: 4}
+    assert scalar(system.engine, "SELECT count(*) FROM candidate_keys_view") == 3
+
+
+def test_a_deletion_whose_creation_was_lost_fills_the_gap_from_the_store(system, service, handler, org_id):
+    first = create(service, org_id)
+    (deletion,) = service.delete(org_id, first.stream_id, metadata(org_id))
+
+    handler.handle([deletion])
+
+    assert handler.totals.gaps_filled == 1
+    (row,) = rows(system.engine, "SELECT version, deleted_at, title FROM assessments_view")
+    assert row.version == 2
+    assert row.deleted_at == deletion.event.deleted_at
+    assert row.title == first.event.title
+    assert pending_count(system.engine) == 0
+
+
+def test_a_late_creation_after_its_deletion_does_not_resurrect_the_assessment(
+    system, service, handler, org_id
+):
+    first = create(service, org_id)
+    (deletion,) = service.delete(org_id, first.stream_id, metadata(org_id))
+    handler.handle([deletion])
+
+    handler.handle([first])
+
+    assert handler.totals.duplicates == 1
+    assert rows(system.engine, "SELECT version, deleted_at IS NOT NULL AS deleted FROM assessments_view") == [
+        (2, True)
+    ]
+
+
+def test_shuffled_batches_end_in_the_same_state_as_in_order(system, service, handler, org_id):
+    rng = random.Random(7)
+    write_history(service, org_id, streams=25, rng=rng)
+    history = list(system.store.read_all())
+    handler.handle(history)
+    in_order = snapshot(system.engine)
+    forget_projections(system.engine)
+
+    for chunk in shuffled_chunks(history, rng, max_size=15):
+        handler.handle(chunk)
+
+    assert snapshot(system.engine) == in_order
+    assert_projected_exactly(system.engine)
+
+
+# --- through RabbitMQ ---------------------------------------------------------------------
+
+
+def test_a_message_delivered_twice_through_the_broker_is_applied_once(
+    system, service, broker, start_worker, org_id
+):
+    worker = start_worker()
+    first = create(service, org_id)
+    keys = service.issue_keys(org_id, first.stream_id, candidates(2), metadata(org_id))
+    broker.publish_events([first, *keys])
+    wait_for(lambda: pending_count(system.engine) == 0, 10, "the events projected")
+
+    broker.publish_events(keys)
+
+    wait_for(lambda: worker.handler.totals.duplicates == 2, 10, "both redeliveries seen")
+    assert worker.handler.totals.applied == 3
+    assert assessment_versions(system.engine) == {first.stream_id: 3}
+    assert scalar(system.engine, "SELECT count(*) FROM candidate_keys_view") == 2
+
+
+def test_a_deletion_delivered_before_its_lost_creation_is_projected_as_deleted(
+    system, service, broker, start_worker, org_id
+):
+    worker = start_worker()
+    first = create(service, org_id)
+    (deletion,) = service.delete(org_id, first.stream_id, metadata(org_id))
+
+    broker.publish_event(deletion)
+
+    wait_for(lambda: pending_count(system.engine) == 0, 10, "the deletion projected")
+    assert worker.handler.totals.gaps_filled == 1
+    assert rows(system.engine, "SELECT version, deleted_at FROM assessments_view") == [
+        (2, deletion.event.deleted_at)
+    ]
+    assert wait_until_projected(system.engine, org_id, timeout=0)
+
+
+def test_messages_of_many_streams_shuffled_end_in_the_same_state_as_in_order(
+    system, service, handler, broker, start_worker, org_id
+):
+    rng = random.Random(11)
+    write_history(service, org_id, streams=25, rng=rng)
+    history = list(system.store.read_all())
+    handler.handle(history)
+    in_order = snapshot(system.engine)
+    forget_projections(system.engine)
+    start_worker(prefetch=10)
+
+    broker.publish_events(rng.sample(history, len(history)))
+
+    wait_until_caught_up(system.engine)
+    assert snapshot(system.engine) == in_order
+
+
+def test_two_workers_on_one_queue_project_every_stream_exactly(system, service, start_worker, org_id):
+    workers = [start_worker(prefetch=25), start_worker(prefetch=25)]
+    system.start_relay()
+
+    streams = [create(service, org_id).stream_id for _ in range(100)]
+    for stream in streams:
+        service.issue_keys(org_id, stream, candidates(4), metadata(org_id))
+
+    assert scalar(system.engine, "SELECT count(*) FROM events") == 500
+    wait_for(lambda: pending_count(system.engine) == 0, 20, "all 500 events projected")
+    assert_projected_exactly(system.engine)
+    assert set(assessment_versions(system.engine).values()) == {5}
+    assert all(worker.handler.totals.applied > 0 for worker in workers), "both workers took a share"

@@ -90,7 +90,14 @@ def _postgres_engine(database_url: str, pool_size: int) -> Engine:
     """No pre-ping: it would cost a round trip per checkout on the hot path. A connection
     found dead (after a database restart) invalidates the whole pool at once; the API answers
     that one request with a 503, the relay and the worker retry."""
-    return create_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    return create_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        hide_parameters=True,  # errors must not quote parameters: they may hold candidate keys
+        connect_args={"connect_timeout": 5},  # an unreachable host fails fast (readiness, CLI)
+    )
 
 
 def ensure_database(database_url: str) -> bool:

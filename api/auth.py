@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -129,10 +130,11 @@ def list_tokens(engine: Engine, org_id: str | None = None, prefix: str | None = 
         return [TokenInfo(r.prefix, r.org_id, r.created_at, r.revoked_at) for r in conn.execute(query)]
 
 
+#: On every request: static SQL, so SQLAlchemy has no statement to build each time.
+_REVIEWER_SQL = text("SELECT org_id, prefix FROM api_tokens WHERE token_hash = :hash AND revoked_at IS NULL")
+
+
 def reviewer_for(engine: Engine, token: str) -> Reviewer | None:
-    query = select(api_tokens.c.org_id, api_tokens.c.prefix).where(
-        api_tokens.c.token_hash == hash_token(token), api_tokens.c.revoked_at.is_(None)
-    )
     with engine.connect() as conn:
-        row = conn.execute(query).first()
+        row = conn.execute(_REVIEWER_SQL, {"hash": hash_token(token)}).first()
     return Reviewer(row.org_id, row.prefix) if row else None

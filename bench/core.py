@@ -164,6 +164,19 @@ def sample_create_to_projected(
     engine.dispose()
 
 
+def watch_backlog(database_url: str, stop: threading.Event) -> None:
+    """With BENCH_VERBOSE=1: the outbox and pending counts every second, to see who lags."""
+    if not os.environ.get("BENCH_VERBOSE"):
+        return
+    engine = make_engine(database_url, pool_size=1)
+    while not stop.wait(1.0):
+        with engine.connect() as conn:
+            outbox = conn.scalar(text("SELECT count(*) FROM outbox"))
+            pending = conn.scalar(text("SELECT count(*) FROM projection_pending"))
+        print(f"  outbox {outbox}, pending projection {pending}", flush=True)
+    engine.dispose()
+
+
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -202,6 +215,16 @@ def with_database(name: str, body: Callable[[str], None]) -> None:
         admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def appends(database_url: str, seconds: float) -> None:
+    """In a database of its own: its events are never published, and must not become a
+    backlog for the HTTP part."""
+    from cli.migrate import upgrade
+
+    upgrade(database_url)
+    rate = bench_appends(database_url, seconds)
+    print(f"store appends: {rate:.0f}/s (one event per transaction, one thread)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -217,8 +240,6 @@ def main() -> None:
         from cli.migrate import upgrade
 
         upgrade(database_url)
-        results["appends_per_s"] = bench_appends(database_url, args.seconds)
-        print(f"store appends: {results['appends_per_s']:.0f}/s (one event per transaction)", flush=True)
 
         engine = make_engine(database_url, pool_size=1)
         token = auth.create_organisation(engine, "bench").token
@@ -263,6 +284,8 @@ def main() -> None:
                 target=sample_create_to_projected, args=(url, token, database_url, stop, samples)
             )
             sampler.start()
+            monitor = threading.Thread(target=watch_backlog, args=(database_url, stop), daemon=True)
+            monitor.start()
             results["api_per_s"] = load(url, token, args.seconds, args.connections)
             stop.set()
             sampler.join()
@@ -277,6 +300,7 @@ def main() -> None:
         )
 
     try:
+        with_database(f"assessments_bench_{run_id}_store", lambda url: appends(url, args.seconds))
         with_database(f"assessments_bench_{run_id}", run)
     finally:
         delete_broker_names(run_id)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import click
+from pika.exceptions import ChannelClosedByBroker
 from sqlalchemy.exc import OperationalError
 
 from api import auth
@@ -28,7 +29,7 @@ from events.republish import republish, select_events
 from events.settings import Settings
 from events.store import PostgresEventStore
 from projections import catalogue, default_projections
-from projections.rebuild import rebuild
+from projections.rebuild import RebuildRunning, rebuild
 from worker.consumer import Worker
 from worker.handler import EventHandler
 
@@ -221,7 +222,10 @@ def projections_rebuild(settings: Settings, name: str | None, rebuild_all: bool,
         raise click.UsageError("name one projection or pass --all")
     chosen = [p for p in default_projections() if rebuild_all or p.name == name]
     engine = make_engine(settings.database_url, pool_size=2)
-    report = rebuild(engine, chosen, dry_run=dry_run, on_progress=Progress("rebuild"))
+    try:
+        report = rebuild(engine, chosen, dry_run=dry_run, on_progress=Progress("rebuild"))
+    except RebuildRunning as error:
+        raise click.ClickException(str(error)) from None
     click.echo(
         f"{', '.join(report.projections)}: {report.events:,} events, {report.streams:,} streams, "
         f"{report.caught_up} caught up, {report.seconds:.1f}s"
@@ -251,13 +255,16 @@ def events_republish(
     """Publish stored events again (same message ids) for a consumer that starts late."""
     store = PostgresEventStore(_engine(settings))
     chosen = select_events(store.read_all(after_position=from_position - 1), to_position, pattern)
-    sent = republish(
-        chosen,
-        settings.broker_url,
-        settings.exchange,
-        queue,
-        on_progress=lambda done, position: log.info("republished %d (at position %d)", done, position),
-    )
+    try:
+        sent = republish(
+            chosen,
+            settings.broker_url,
+            settings.exchange,
+            queue,
+            on_progress=lambda done, position: log.info("republished %d (at position %d)", done, position),
+        )
+    except ChannelClosedByBroker as error:
+        raise click.ClickException(f"the broker refused: {error.reply_text}") from None
     click.echo(f"republished {sent} event(s) to {'queue ' + queue if queue else settings.exchange}")
 
 

@@ -55,6 +55,9 @@ def republish(
     sent = 0
     try:
         channel = connection.channel()
+        if queue:
+            # The default exchange silently drops a message for a queue that does not exist.
+            channel.queue_declare(queue, passive=True)
         channel.tx_select()
         for recorded in events:
             channel.basic_publish(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -77,24 +77,23 @@ class EventStore(Protocol):
     def reservation(self, scope: str, key: str) -> ReservationRecord | None: ...
 
 
-# The whole append is ONE statement, run outside an explicit transaction: PostgreSQL makes a
-# statement atomic on its own, so the reservations, the events, their outbox and pending rows
-# all land or none does, in a single round trip (no BEGIN/COMMIT). A duplicate reservation or
-# stream version aborts it with the violated constraint's name. pg_notify wakes the relay at
-# commit.
-_APPEND_SQL = text(
-    """
+# The whole append is ONE statement (in psycopg's parameter style), run outside an explicit
+# transaction: PostgreSQL makes a statement atomic on its own, so the reservations, the events,
+# their outbox and pending rows all land or none does, in a single round trip (no BEGIN and
+# COMMIT). A duplicate reservation or stream version aborts it with the violated constraint's
+# name. pg_notify wakes the relay at commit.
+_APPEND_SQL = """
     WITH reserved AS (
         INSERT INTO reservations (scope, key, stream_id, payload)
-        SELECT r.scope, r.key, :stream_id, r.payload::jsonb
-        FROM unnest(CAST(:scopes AS text[]), CAST(:keys AS text[]), CAST(:payloads AS text[]))
+        SELECT r.scope, r.key, %(stream_id)s, CAST(r.payload AS jsonb)
+        FROM unnest(CAST(%(scopes)s AS text[]), CAST(%(keys)s AS text[]), CAST(%(payloads)s AS text[]))
              AS r(scope, key, payload)
     ), new AS (
         INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata)
-        SELECT e.event_id, :stream_id, e.stream_version, e.type, e.schema_version, e.data::jsonb,
-               CAST(:metadata AS jsonb)
-        FROM unnest(CAST(:event_ids AS uuid[]), CAST(:versions AS int[]), CAST(:types AS text[]),
-                    CAST(:schema_versions AS int[]), CAST(:datas AS text[]))
+        SELECT e.event_id, %(stream_id)s, e.stream_version, e.type, e.schema_version, CAST(e.data AS jsonb),
+               CAST(%(metadata)s AS jsonb)
+        FROM unnest(CAST(%(event_ids)s AS uuid[]), CAST(%(versions)s AS int[]), CAST(%(types)s AS text[]),
+                    CAST(%(schema_versions)s AS int[]), CAST(%(datas)s AS text[]))
              AS e(event_id, stream_version, type, schema_version, data)
         ORDER BY e.stream_version
         RETURNING position, event_id, stream_version, recorded_at
@@ -102,13 +101,12 @@ _APPEND_SQL = text(
         INSERT INTO outbox (position) SELECT position FROM new
     ), pending AS (
         INSERT INTO projection_pending (position, org_id, stream_id)
-        SELECT position, :org_id, :stream_id FROM new
+        SELECT position, %(org_id)s, %(stream_id)s FROM new
     )
     SELECT position, event_id, stream_version, recorded_at,
-           pg_notify(:channel, '') AS notified
+           pg_notify(%(channel)s, '') AS notified
     FROM new ORDER BY stream_version
     """
-)
 
 #: "Key (scope, key)=(candidate_key, PST-ABCD-EFGH) already exists."
 _TAKEN = re.compile(r"=\((?P<scope>[^,]*), (?P<key>.*)\) already exists")
@@ -271,7 +269,9 @@ class PostgresEventStore(SqlEventStore):
         }
         try:
             with self.autocommit.connect() as conn:
-                rows = conn.execute(_APPEND_SQL, params).all()
+                # Driver-level SQL: the statement is static, so SQLAlchemy has nothing to
+                # compile, and psycopg prepares it after a few uses.
+                rows = conn.exec_driver_sql(_APPEND_SQL, params).all()
         except IntegrityError as error:
             raise _translate(error, stream_id, expected_version, reservations) from error
         return [

@@ -33,6 +33,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Table, func, select, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from events import codec
 from events.db import events_table, libpq_url
@@ -41,6 +42,15 @@ from events.store import to_recorded
 from projections.projector import SWAP_LOCK_ID, Projection, Tracked, apply_batch, fold_new
 
 FRESH_SUFFIX = "_rebuild"
+SWAP_LOCK_TIMEOUT = "1s"
+SWAP_ATTEMPTS = 60
+#: Held (session-level) for a whole rebuild, so two rebuilds never build into the same tables.
+REBUILD_LOCK_ID = 0x72656275  # "rebu"
+
+
+class RebuildRunning(RuntimeError):
+    """Another rebuild of this database is in progress."""
+
 
 #: Called with (events done, events in total) as the build goes.
 OnProgress = Callable[[int, int], None]
@@ -71,12 +81,35 @@ def rebuild(
     started = time.monotonic()
     report = RebuildReport([p.name for p in projections])
     fresh = [p.renamed(FRESH_SUFFIX) for p in projections]
+    with engine.connect() as guard:
+        if not guard.scalar(text("SELECT pg_try_advisory_lock(:id)"), {"id": REBUILD_LOCK_ID}):
+            raise RebuildRunning("another rebuild of this database is running")
+        try:
+            _rebuild_into(engine, projections, fresh, report, dry_run, on_progress, flush_every, workers)
+        finally:
+            guard.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": REBUILD_LOCK_ID})
+            guard.commit()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _rebuild_into(
+    engine: Engine,
+    projections: Sequence[Projection[Any]],
+    fresh: Sequence[Projection[Any]],
+    report: RebuildReport,
+    dry_run: bool,
+    on_progress: OnProgress | None,
+    flush_every: int,
+    workers: int | None,
+) -> None:
     _create(engine, fresh)
     try:
         report.events, report.streams = _build(
             engine, fresh, on_progress or (lambda *_: None), flush_every, workers or os.cpu_count() or 1
         )
         report.caught_up = _catch_up(engine, fresh)
+        _analyze(engine, fresh)
         if dry_run:
             report.differences = _differences(engine, projections, fresh)
         else:
@@ -85,8 +118,6 @@ def rebuild(
     finally:
         if not report.swapped:
             _drop(engine, fresh)
-    report.seconds = time.monotonic() - started
-    return report
 
 
 # --- build ------------------------------------------------------------------------------------
@@ -313,13 +344,35 @@ def _apply_missing(conn: Connection, projection: Projection[Any]) -> int:
     return len(missing)
 
 
+def _analyze(engine: Engine, fresh: Sequence[Projection[Any]]) -> None:
+    """Planner statistics before the swap, so the first queries on the new tables plan well."""
+    with engine.begin() as conn:
+        for table in _tables(fresh):
+            conn.execute(text(f'ANALYZE "{table.name}"'))
+
+
 def _catch_up(engine: Engine, fresh: Sequence[Projection[Any]]) -> int:
     with engine.begin() as conn:
         return sum(_apply_missing(conn, projection) for projection in fresh)
 
 
 def _swap(engine: Engine, live: Sequence[Projection[Any]], fresh: Sequence[Projection[Any]]) -> int:
+    """Retry a swap that could not get its locks quickly: while it waits for a lock, every
+    reader of the view queues behind it, so it must never wait long (an analyst's open
+    transaction on the view would otherwise stall the API)."""
+    for attempt in itertools.count(1):
+        try:
+            return _swap_once(engine, live, fresh)
+        except OperationalError as error:
+            if not isinstance(error.orig, psycopg.errors.LockNotAvailable) or attempt >= SWAP_ATTEMPTS:
+                raise
+            time.sleep(min(0.1 * attempt, 2.0))
+    raise AssertionError("unreachable")
+
+
+def _swap_once(engine: Engine, live: Sequence[Projection[Any]], fresh: Sequence[Projection[Any]]) -> int:
     with engine.begin() as conn:
+        conn.execute(text(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SWAP_LOCK_ID})
         caught_up = sum(_apply_missing(conn, projection) for projection in fresh)
         for live_table, fresh_table in zip(_tables(live), _tables(fresh), strict=True):

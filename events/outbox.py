@@ -26,6 +26,8 @@ class SqlOutbox:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Single statements need no BEGIN/COMMIT round trips around them.
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def unpublished(self, limit: int) -> list[RecordedEvent]:
         """The oldest unpublished events. Read from the head every time: a transaction that
@@ -36,17 +38,17 @@ class SqlOutbox:
             .order_by(outbox_table.c.position)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self.autocommit.connect() as conn:
             return [to_recorded(row) for row in conn.execute(query)]
 
     def mark_published(self, positions: Sequence[int]) -> None:
         if not positions:
             return
-        with self.engine.begin() as conn:
+        with self.autocommit.connect() as conn:
             conn.execute(delete(outbox_table).where(outbox_table.c.position.in_(positions)))
 
     def backlog(self) -> int:
-        with self.engine.connect() as conn:
+        with self.autocommit.connect() as conn:
             return conn.scalar(select(func.count()).select_from(outbox_table)) or 0
 
 

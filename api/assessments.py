@@ -133,7 +133,7 @@ def _details(data: dict[str, Any]) -> AssessmentDetails:
 def create():
     body = json_body()
     key = _idempotency_key()
-    fingerprint = _fingerprint(body)
+    fingerprint = _fingerprint(body) if key else ""
     if key and (replayed := _replay(key, fingerprint)):
         return replayed
     details = _details(_CREATE_ASSESSMENT_SCHEMA.load(body))

@@ -67,6 +67,7 @@ class Relay:
         worker_queue: str,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
+        linger_seconds: float = 0.005,
     ) -> None:
         self.outbox = outbox
         self.broker_url = broker_url
@@ -74,6 +75,8 @@ class Relay:
         self.worker_queue = worker_queue
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
+        self.linger_seconds = linger_seconds
+        self._lingering = False
         self.published = 0
         self._stop = threading.Event()
         self._connection: SelectConnection | None = None
@@ -147,6 +150,7 @@ class Relay:
         self._channel = None
         self._unconfirmed.clear()
         self._acked.clear()
+        self._lingering = False
 
     def _close(self) -> None:
         connection = self._connection
@@ -206,6 +210,13 @@ class Relay:
             self._failure = error
             self._close()
             return
+        if not self._lingering:
+            # Let a few more appends commit first: one batch of confirms for many events.
+            self._lingering = True
+            self._connection.ioloop.call_later(self.linger_seconds, self._publish_after_linger)
+
+    def _publish_after_linger(self) -> None:
+        self._lingering = False
         self._publish_batch()
 
     def _poll(self) -> None:

@@ -3,6 +3,8 @@ except the OSS issue catalogue, which is reference data imported by operators.""
 
 from __future__ import annotations
 
+from functools import cache
+
 from sqlalchemy import (
     Column,
     Index,
@@ -103,12 +105,17 @@ CANDIDATE_KEYS_VERSIONS = candidate_keys_versions()
 
 def upsert(conn: Connection, table: Table, key: str, rows: list[dict]) -> None:
     """Insert or overwrite rows by their primary key, many per round trip."""
-    if not rows:
-        return
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    if rows:
+        conn.execute(_upsert_statement(conn.dialect.name, table, key), rows)
+
+
+@cache
+def _upsert_statement(dialect: str, table: Table, key: str):
+    """Built once per table: a statement with every column in its SET is costly to rebuild
+    (and to compute a cache key for) on every batch."""
+    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
     stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[table.c[key]],
         set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != key},
     )
-    conn.execute(stmt, rows)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -18,6 +22,7 @@ from events.aggregate import AssessmentDetails
 from events.model import Metadata, RecordedEvent
 from events.relay import message_properties
 from events.service import AssessmentService
+from events.settings import Settings
 from tests.support.wait import wait_for
 
 
@@ -212,3 +217,25 @@ def shuffled_chunks(items: Sequence[Any], rng, max_size: int) -> list[list[Any]]
         chunks.append(items[:size])
         items = items[size:]
     return chunks
+
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`assessments ARGS...` as an operator would run it, configured for the test's system."""
+    env = {
+        **os.environ,
+        "ASSESSMENTS_DATABASE_URL": settings.database_url,
+        "ASSESSMENTS_BROKER_URL": settings.broker_url,
+        "ASSESSMENTS_EXCHANGE": settings.exchange,
+        "ASSESSMENTS_WORKER_QUEUE": settings.worker_queue,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

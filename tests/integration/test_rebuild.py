@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 import random
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -36,11 +33,10 @@ from projections.candidate_keys import CandidateKeysProjection
 from projections.rebuild import rebuild
 from tests.conftest import RUN_ID, new_org
 from tests.e2e.helpers import create, issue_keys, listed_ids
-from tests.integration.helpers import BrokerClient, outbox_count, pending_count, rows, scalar
+from tests.integration.helpers import BrokerClient, outbox_count, pending_count, rows, run_cli, scalar
 from tests.support.system import Client, System
 from tests.support.wait import wait_for
 
-PROJECT = Path(__file__).resolve().parents[2]
 VIEWS = ("assessments_view", "candidate_keys_view", "candidate_keys_versions")
 
 
@@ -313,21 +309,7 @@ def test_one_projection_can_be_rebuilt_alone(settled):
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "ASSESSMENTS_DATABASE_URL": settings.database_url,
-        "ASSESSMENTS_BROKER_URL": settings.broker_url,
-        "ASSESSMENTS_EXCHANGE": settings.exchange,
-        "ASSESSMENTS_WORKER_QUEUE": settings.worker_queue,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "cli", "projections", "rebuild", *args],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(settings, "projections", "rebuild", *args)
 
 
 def test_the_cli_dry_run_exits_1_naming_what_differs_and_a_rebuild_repairs_it(settled):

@@ -5,14 +5,11 @@ position and routing key, to the exchange or straight to one queue."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pika
@@ -24,11 +21,9 @@ from events.republish import republish, select_events, topic_matches
 from events.settings import Settings
 from tests.conftest import RUN_ID, new_org
 from tests.e2e.helpers import create, issue_keys
-from tests.integration.helpers import BrokerClient, outbox_count, pending_count, scalar
+from tests.integration.helpers import BrokerClient, outbox_count, pending_count, run_cli, scalar
 from tests.support.system import Client, System
 from tests.support.wait import wait_for
-
-PROJECT = Path(__file__).resolve().parents[2]
 
 Message = tuple[Any, pika.BasicProperties, bytes]
 
@@ -277,21 +272,7 @@ def test_topic_matches_selects_what_rabbitmq_routes(broker_url):
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "ASSESSMENTS_DATABASE_URL": settings.database_url,
-        "ASSESSMENTS_BROKER_URL": settings.broker_url,
-        "ASSESSMENTS_EXCHANGE": settings.exchange,
-        "ASSESSMENTS_WORKER_QUEUE": settings.worker_queue,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "cli", "events", "republish", *args],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(settings, "events", "republish", *args)
 
 
 def test_the_cli_republishes_the_key_events_of_a_position_range_to_the_exchange(history, amqp):

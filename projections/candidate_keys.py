@@ -115,6 +115,8 @@ class CandidateKeysProjection:
         states = {
             row.stream_id: Tracked(row.stream_id, row.version, MappingProxyType({})) for row in versions
         }
+        if not states:
+            return states  # new streams: no key rows to read
         keys = conn.execute(select(self.table).where(self.table.c.assessment_id.in_(list(states))))
         grouped: dict[uuid.UUID, dict[uuid.UUID, KeyRow]] = {}
         for row in keys:

@@ -40,9 +40,17 @@ DEMO_ORG = "Demo"
 
 
 def create_schema(engine: Engine) -> None:
-    """SQLite has no migrations here: the tables are created from the models when missing."""
+    """SQLite has no migrations here: the tables are created from the models when missing,
+    with the same guard as the PostgreSQL migration: events are never updated or deleted."""
     for metadata in (store_metadata, projection_metadata, auth.metadata):
         metadata.create_all(engine)
+    with engine.begin() as conn:
+        for operation in ("UPDATE", "DELETE"):
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS events_append_only_{operation.lower()} "
+                f"BEFORE {operation} ON events "
+                "BEGIN SELECT RAISE(ABORT, 'events are facts: never updated or deleted'); END"
+            )
 
 
 def demo_token(engine: Engine) -> auth.IssuedToken:

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pika
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from events import messages
 from events.aggregate import AssessmentDetails
+from events.db import events_table, outbox_table, projection_pending_table
 from events.model import Metadata, RecordedEvent
 from events.relay import message_properties
 from events.service import AssessmentService
@@ -68,19 +69,17 @@ def outbox_count(engine: Engine) -> int:
 
 
 def stream_rows(engine: Engine, stream_id: uuid.UUID) -> dict[str, int]:
-    """How many events, outbox rows and pending rows a stream has."""
-    params = {"stream": stream_id}
-    return {
-        "events": scalar(engine, "SELECT count(*) FROM events WHERE stream_id = :stream", **params),
-        "outbox": scalar(
-            engine,
-            "SELECT count(*) FROM outbox JOIN events USING (position) WHERE stream_id = :stream",
-            **params,
-        ),
-        "pending": scalar(
-            engine, "SELECT count(*) FROM projection_pending WHERE stream_id = :stream", **params
-        ),
+    """How many events, outbox rows and pending rows a stream has (on either database)."""
+    events, outbox, pending = events_table, outbox_table, projection_pending_table
+    queries = {
+        "events": select(func.count()).where(events.c.stream_id == stream_id),
+        "outbox": select(func.count())
+        .select_from(outbox.join(events, events.c.position == outbox.c.position))
+        .where(events.c.stream_id == stream_id),
+        "pending": select(func.count()).where(pending.c.stream_id == stream_id),
     }
+    with engine.connect() as conn:
+        return {name: conn.scalar(query) for name, query in queries.items()}
 
 
 def stream_versions(engine: Engine) -> dict[uuid.UUID, int]:

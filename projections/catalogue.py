@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +65,3 @@ def list_issues(conn: Connection) -> list[Any]:
 
 def get_issue(conn: Connection, issue_id: str) -> Any | None:
     return conn.execute(select(oss_issues).where(oss_issues.c.id == issue_id)).first()
-
-
-def get_issues(conn: Connection, issue_ids: Iterable[str]) -> dict[str, Any]:
-    ids = sorted(set(issue_ids))
-    if not ids:
-        return {}
-    return {row.id: row for row in conn.execute(select(oss_issues).where(oss_issues.c.id.in_(ids)))}

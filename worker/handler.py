@@ -55,10 +55,10 @@ class EventHandler:
         with self.engine.begin() as conn:
             lock_streams(conn, {e.stream_id for e in events})
             results = [apply_batch(conn, p, events, self.store.load) for p in self.projections]
-            applied = {e.position for e in events}.union(*(r.positions for r in results))
-            clear_pending(conn, applied)
+            newly_applied = set().union(*(r.positions for r in results))
+            clear_pending(conn, newly_applied | {e.position for e in events})
         self._count(results)
-        self._observe(events, results)
+        self._observe(events, newly_applied)
         self.cascade(events)
 
     def cascade(self, events: Sequence[RecordedEvent]) -> None:
@@ -124,10 +124,9 @@ class EventHandler:
             if result.gaps_filled:
                 metrics.worker_gaps_filled.labels(projection.name).inc(result.gaps_filled)
 
-    def _observe(self, events: Sequence[RecordedEvent], results: Sequence[BatchResult]) -> None:
+    def _observe(self, events: Sequence[RecordedEvent], applied: set[int]) -> None:
         """Lag of the events this batch applied (not of duplicates), and at DEBUG which events
         of which requests (correlation ids) were applied."""
-        applied = set().union(*(r.positions for r in results))
         metrics.observe_lag(e.recorded_at for e in events if e.position in applied)
         if log.isEnabledFor(logging.DEBUG):
             correlation_ids = sorted({str(e.metadata.get("correlationId")) for e in events})

@@ -12,7 +12,7 @@ from api import assessments, health, issues
 from api.errors import register_error_handlers
 from api.http import EXTENSION, Services
 from events import metrics
-from events.db import make_engine
+from events.db import autocommit, make_engine
 from events.service import AssessmentService
 from events.settings import Settings
 from events.store import make_store
@@ -33,11 +33,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     if services is None:
-        engine = make_engine(settings.database_url)
+        # Every statement of the API stands alone (reads, and appends of one statement each):
+        # no BEGIN and COMMIT round trips around them.
+        engine = make_engine(settings.database_url, autocommit=True)
         store = make_store(engine)
-        # The API's own queries are all reads: no BEGIN and ROLLBACK round trips around them.
-        reader = engine.execution_options(isolation_level="AUTOCOMMIT")
-        services = Services(settings, reader, store, AssessmentService(store))
+        services = Services(settings, autocommit(engine), store, AssessmentService(store))
     app.extensions[EXTENSION] = services
     register_error_handlers(app)
     app.register_blueprint(assessments.bp)

@@ -17,13 +17,14 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    bindparam,
     func,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
 
+from events.db import driver_connection
 from events.model import utcnow, uuid7
 from events.types import Timestamp
 
@@ -130,11 +131,20 @@ def list_tokens(engine: Engine, org_id: str | None = None, prefix: str | None = 
         return [TokenInfo(r.prefix, r.org_id, r.created_at, r.revoked_at) for r in conn.execute(query)]
 
 
-#: On every request: static SQL, so SQLAlchemy has no statement to build each time.
-_REVIEWER_SQL = text("SELECT org_id, prefix FROM api_tokens WHERE token_hash = :hash AND revoked_at IS NULL")
+_REVIEWER_QUERY = select(api_tokens.c.org_id, api_tokens.c.prefix).where(
+    api_tokens.c.token_hash == bindparam("token_hash"), api_tokens.c.revoked_at.is_(None)
+)
+#: The same on PostgreSQL, where it runs on every request: static SQL on the bare driver
+#: connection (see `events.db.driver_connection`), prepared by psycopg after a few uses.
+_REVIEWER_SQL = "SELECT org_id, prefix FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL"
 
 
 def reviewer_for(engine: Engine, token: str) -> Reviewer | None:
-    with engine.connect() as conn:
-        row = conn.execute(_REVIEWER_SQL, {"hash": hash_token(token)}).first()
-    return Reviewer(row.org_id, row.prefix) if row else None
+    token_hash = hash_token(token)
+    if engine.dialect.name == "postgresql":
+        with driver_connection(engine) as conn:
+            row = conn.execute(_REVIEWER_SQL, (token_hash,)).fetchone()
+    else:
+        with engine.connect() as conn:
+            row = conn.execute(_REVIEWER_QUERY, {"token_hash": token_hash}).first()
+    return Reviewer(*row) if row else None

@@ -14,7 +14,7 @@ import psycopg
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 
-from events.db import OUTBOX_CHANNEL, events_table, libpq_url, outbox_table
+from events.db import OUTBOX_CHANNEL, autocommit, events_table, libpq_url, outbox_table
 from events.model import RecordedEvent
 from events.store import to_recorded
 
@@ -27,7 +27,7 @@ class SqlOutbox:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # Single statements need no BEGIN/COMMIT round trips around them.
-        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.autocommit = autocommit(engine)
 
     def unpublished(self, limit: int) -> list[RecordedEvent]:
         """The oldest unpublished events. Read from the head every time: a transaction that

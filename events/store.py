@@ -22,6 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from events import codec
 from events.db import (
     OUTBOX_CHANNEL,
+    autocommit,
+    driver_connection,
     events_table,
     outbox_table,
     projection_pending_table,
@@ -118,6 +120,9 @@ class SqlEventStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: For single statements (every read; the whole append on PostgreSQL): no BEGIN and
+        #: ROLLBACK round trips around them, and on SQLite no write lock for a read.
+        self.autocommit = autocommit(engine)
         #: Called after each successful append (the in-process relay's wake-up).
         self.on_append: list[Callable[[], None]] = []
 
@@ -203,7 +208,7 @@ class SqlEventStore:
             .where(events_table.c.stream_version > after_version)
             .order_by(events_table.c.stream_version)
         )
-        with self.engine.connect() as conn:
+        with self.autocommit.connect() as conn:
             return [to_recorded(row) for row in conn.execute(query)]
 
     def read_all(self, after_position: int = 0, batch_size: int = 1000) -> Iterator[RecordedEvent]:
@@ -215,7 +220,7 @@ class SqlEventStore:
                 .order_by(events_table.c.position)
                 .limit(batch_size)
             )
-            with self.engine.connect() as conn:
+            with self.autocommit.connect() as conn:
                 batch = [to_recorded(row) for row in conn.execute(query)]
             yield from batch
             if len(batch) < batch_size:
@@ -226,7 +231,7 @@ class SqlEventStore:
         query = select(reservations_table).where(
             reservations_table.c.scope == scope, reservations_table.c.key == key
         )
-        with self.engine.connect() as conn:
+        with self.autocommit.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
             return None
@@ -234,10 +239,6 @@ class SqlEventStore:
 
 
 class PostgresEventStore(SqlEventStore):
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-
     def append(
         self,
         stream_id: uuid.UUID,
@@ -268,23 +269,23 @@ class PostgresEventStore(SqlEventStore):
             "channel": OUTBOX_CHANNEL,
         }
         try:
-            with self.autocommit.connect() as conn:
-                # Driver-level SQL: the statement is static, so SQLAlchemy has nothing to
-                # compile, and psycopg prepares it after a few uses.
-                rows = conn.exec_driver_sql(_APPEND_SQL, params).all()
+            # Static SQL on the bare driver connection: nothing for SQLAlchemy to do, and
+            # psycopg prepares the statement after a few uses.
+            with driver_connection(self.engine) as conn:
+                rows = conn.execute(_APPEND_SQL, params).fetchall()
         except IntegrityError as error:
             raise _translate(error, stream_id, expected_version, reservations) from error
         return [
             RecordedEvent(
-                event_id=row.event_id,
+                event_id=event_id,
                 stream_id=stream_id,
-                stream_version=row.stream_version,
-                position=row.position,
-                recorded_at=row.recorded_at,
+                stream_version=version,
+                position=position,
+                recorded_at=recorded_at,
                 event=event,
                 metadata=meta,
             )
-            for row, event in zip(rows, events, strict=True)
+            for (position, event_id, version, recorded_at, _), event in zip(rows, events, strict=True)
         ]
 
 

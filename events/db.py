@@ -154,7 +154,9 @@ def _postgres_engine(database_url: str, pool_size: int, autocommit: bool) -> Eng
     """No pre-ping: it would cost a round trip per checkout on the hot path. A connection
     found dead (after a database restart) invalidates the whole pool at once; the API answers
     that one request with a 503, the relay and the worker retry."""
-    options = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    # In autocommit mode no transaction can be left open, so a returned connection needs no
+    # ROLLBACK either.
+    options = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if autocommit else {}
     return create_engine(
         database_url,
         pool_size=pool_size,

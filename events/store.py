@@ -87,17 +87,14 @@ class EventStore(Protocol):
 _APPEND_SQL = """
     WITH reserved AS (
         INSERT INTO reservations (scope, key, stream_id, payload)
-        SELECT r.scope, r.key, %(stream_id)s, CAST(r.payload AS jsonb)
-        FROM unnest(CAST(%(scopes)s AS text[]), CAST(%(keys)s AS text[]), CAST(%(payloads)s AS text[]))
-             AS r(scope, key, payload)
+        SELECT r.scope, r.key, %(stream_id)s, r.payload
+        FROM jsonb_to_recordset(CAST(%(reservations)s AS jsonb)) AS r(scope text, key text, payload jsonb)
     ), new AS (
         INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata)
-        SELECT e.event_id, %(stream_id)s, e.stream_version, e.type, e.schema_version, CAST(e.data AS jsonb),
-               CAST(%(metadata)s AS jsonb)
-        FROM unnest(CAST(%(event_ids)s AS uuid[]), CAST(%(versions)s AS int[]), CAST(%(types)s AS text[]),
-                    CAST(%(schema_versions)s AS int[]), CAST(%(datas)s AS text[]))
-             AS e(event_id, stream_version, type, schema_version, data)
-        ORDER BY e.stream_version
+        SELECT e.id, %(stream_id)s, e.version, e.type, e.schema_version, e.data, CAST(%(metadata)s AS jsonb)
+        FROM jsonb_to_recordset(CAST(%(events)s AS jsonb))
+             AS e(id uuid, version int, type text, schema_version int, data jsonb)
+        ORDER BY e.version
         RETURNING position, event_id, stream_version, recorded_at
     ), outboxed AS (
         INSERT INTO outbox (position) SELECT position FROM new
@@ -252,20 +249,27 @@ class PostgresEventStore(SqlEventStore):
         they loaded, so the stream is never behind it."""
         if not events:
             return []
-        event_ids = [uuid7() for _ in events]
         meta = metadata.as_dict()
+        # The rows travel as two JSON documents: far cheaper for the driver to send than one
+        # array parameter per column.
+        new_events = [
+            {
+                "id": str(uuid7()),
+                "version": expected_version + n,
+                "type": event.type_name,
+                "schema_version": event.schema_version,
+                "data": codec.encode(event),
+            }
+            for n, event in enumerate(events, start=1)
+        ]
         params = {
             "stream_id": stream_id,
             "org_id": metadata.org_id,
             "metadata": json.dumps(meta),
-            "event_ids": event_ids,
-            "versions": [expected_version + n for n in range(1, len(events) + 1)],
-            "types": [event.type_name for event in events],
-            "schema_versions": [event.schema_version for event in events],
-            "datas": [json.dumps(codec.encode(event)) for event in events],
-            "scopes": [r.scope for r in reservations],
-            "keys": [r.key for r in reservations],
-            "payloads": [json.dumps(r.payload) for r in reservations],
+            "events": json.dumps(new_events),
+            "reservations": json.dumps(
+                [{"scope": r.scope, "key": r.key, "payload": r.payload} for r in reservations]
+            ),
             "channel": OUTBOX_CHANNEL,
         }
         try:

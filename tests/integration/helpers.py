@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pika
+import psycopg
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from events import messages
 from events.aggregate import AssessmentDetails
-from events.db import events_table, outbox_table, projection_pending_table
+from events.db import events_table, libpq_url, outbox_table, projection_pending_table
 from events.model import Metadata, RecordedEvent
 from events.relay import message_properties
 from events.service import AssessmentService
@@ -45,6 +46,23 @@ def create(service: AssessmentService, org_id: str, title: str = "Backend API") 
 
 def candidates(count: int) -> list[tuple[str | None, str | None]]:
     return [(f"candidate{n}@example.com", f"Candidate {n}") for n in range(count)]
+
+
+def kill_sessions(engine: Engine) -> list[int]:
+    """Terminate every session of the engine's database but our own (as a restart or a
+    failover would), wait until they are gone, and return their pids."""
+    with psycopg.connect(libpq_url(engine), autocommit=True) as admin:
+        killed = [
+            pid
+            for (pid, _) in admin.execute(
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (engine.url.database,),
+            )
+        ]
+        still_there = "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)"
+        wait_for(lambda: not admin.execute(still_there, (killed,)).fetchall(), 5, "the killed sessions gone")
+    return killed
 
 
 # --- reading the tables ------------------------------------------------------------------

@@ -6,36 +6,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg
 import pytest
 
-from events.db import driver_connection, libpq_url, make_engine
+from events.db import driver_connection, make_engine
 from tests.conftest import new_org
-from tests.integration.helpers import scalar
+from tests.integration.helpers import kill_sessions, scalar
 from tests.support.system import Client
-from tests.support.wait import wait_for
 
 BODY = {"title": "Backend API", "role": "Backend engineer", "taskBrief": "Build it."}
-
-
-def kill_sessions(engine) -> None:
-    """Terminate every session of the engine's database but our own, and wait until they are
-    gone."""
-    with psycopg.connect(libpq_url(engine), autocommit=True) as admin:
-        killed = [
-            pid
-            for (pid, _) in admin.execute(
-                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (engine.url.database,),
-            )
-        ]
-        assert killed, "the API's pooled sessions should have been there to kill"
-        wait_for(
-            lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (killed,)).fetchall(),
-            5,
-            "the killed sessions gone",
-        )
 
 
 def test_after_the_sessions_are_killed_at_most_one_request_fails_and_it_fails_cleanly(system):
@@ -47,7 +25,7 @@ def test_after_the_sessions_are_killed_at_most_one_request_fails_and_it_fails_cl
             warm = list(pool.map(lambda _: client.post("/v1/assessments", json=BODY).status_code, range(12)))
         assert warm == [201] * 12
 
-        kill_sessions(system.engine)
+        assert kill_sessions(system.engine), "the API's pooled sessions should have been there to kill"
         statuses = [client.post("/v1/assessments", json=BODY) for _ in range(8)]
 
     failed = [r for r in statuses if r.status_code != 201]

@@ -7,13 +7,12 @@ import json
 from collections import defaultdict
 
 import pika
-import psycopg
 
 from events import messages
-from events.db import libpq_url, make_engine
+from events.db import make_engine
 from events.service import AssessmentService
 from events.store import PostgresEventStore
-from tests.integration.helpers import candidates, create, metadata, outbox_count
+from tests.integration.helpers import candidates, create, kill_sessions, metadata, outbox_count
 from tests.support.wait import wait_for
 
 
@@ -77,25 +76,7 @@ def test_relay_keeps_publishing_after_its_database_sessions_are_killed(system, s
     relay = system.start_relay()
     create(service, org_id)
     broker.take(tap, 1)
-    database = system.engine.url.database
-
-    with psycopg.connect(libpq_url(system.engine), autocommit=True) as admin:
-        killed = [
-            pid
-            for (pid, _) in admin.execute(
-                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (database,),
-            )
-        ]
-        assert killed, "the relay's sessions should have been there to kill"
-        wait_for(
-            lambda: (
-                not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (killed,)).fetchall()
-            ),
-            5,
-            "the killed sessions gone",
-        )
+    assert kill_sessions(system.engine), "the relay's sessions should have been there to kill"
     # The pool the relay shares is not the test's to heal: a fresh one writes and reads, as the
     # API would after answering one 503.
     writer = make_engine(system.settings.database_url, pool_size=1)

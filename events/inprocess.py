@@ -1,6 +1,6 @@
 """An in-process stand-in for RabbitMQ and the relay, for `assessments dev` only.
 
-Same messages (the CloudEvents envelope of `messages.encode`), same outbox, same at-least-once
+Same messages (the CloudEvents envelope of `messages.encode_stored`), same outbox, same at-least-once
 hand-over (a row leaves the outbox only after the broker took the message); what changes is
 that the "broker" is a queue in memory and the relay is woken by the store directly.
 """
@@ -86,7 +86,8 @@ class InProcessRelay:
 
     def _publish_all(self) -> None:
         while batch := self.outbox.unpublished(self.batch_size):
-            for recorded in batch:
-                headers = {"correlation_id": recorded.metadata.get("correlationId")}
-                self.broker.publish(Message(recorded.event.routing_key, messages.encode(recorded), headers))
-            self.outbox.mark_published([recorded.position for recorded in batch])
+            for stored in batch:
+                headers = {"correlation_id": stored.metadata.get("correlationId")}
+                routing_key = messages.routing_key(stored.type_name)
+                self.broker.publish(Message(routing_key, messages.encode_stored(stored), headers))
+            self.outbox.mark_published([stored.position for stored in batch])

@@ -155,3 +155,19 @@ class RecordedEvent:
     @property
     def type_name(self) -> str:
         return self.event.type_name
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as its row holds it, `data` not decoded into its dataclass: everything the
+    relay needs to publish it (see `messages.encode_stored`), for a fraction of the cost."""
+
+    position: int
+    event_id: uuid.UUID
+    stream_id: uuid.UUID
+    stream_version: int
+    type_name: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime

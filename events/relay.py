@@ -28,7 +28,7 @@ from events.broker import (
     connection_parameters,
     ensure_topology,
 )
-from events.model import RecordedEvent
+from events.model import EVENT_TYPES, RecordedEvent, StoredEvent
 from events.outbox import OutboxListener, PostgresOutbox
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ MIN_BACKOFF = 0.2
 MAX_BACKOFF = 30.0
 
 
-def message_properties(recorded: RecordedEvent) -> pika.BasicProperties:
+def message_properties(recorded: RecordedEvent | StoredEvent) -> pika.BasicProperties:
+    """The AMQP properties of an event's message; the schema version is the one the body
+    carries (the newest: events are upcast before they are published)."""
     meta = recorded.metadata
     return pika.BasicProperties(
         content_type=messages.CONTENT_TYPE,
@@ -48,7 +50,7 @@ def message_properties(recorded: RecordedEvent) -> pika.BasicProperties:
         correlation_id=meta.get("correlationId"),
         app_id="assessments",
         headers={
-            "schema_version": recorded.event.schema_version,
+            "schema_version": EVENT_TYPES[recorded.type_name].schema_version,
             "stream_id": str(recorded.stream_id),
             "stream_version": recorded.stream_version,
             "position": recorded.position,
@@ -77,13 +79,14 @@ class Relay:
         self.poll_seconds = poll_seconds
         self.linger_seconds = linger_seconds
         self._lingering = False
+        self._listening = False
         self.published = 0
         self._stop = threading.Event()
         self._connection: SelectConnection | None = None
         self._channel = None
         self._listener: OutboxListener | None = None
-        self._unconfirmed: dict[int, tuple[RecordedEvent, float]] = {}  # delivery tag -> (event, sent at)
-        self._acked: list[RecordedEvent] = []
+        self._unconfirmed: dict[int, tuple[StoredEvent, float]] = {}  # delivery tag -> (event, sent at)
+        self._acked: list[StoredEvent] = []
         self._next_tag = 0
         self._failure: Exception | None = None
 
@@ -151,6 +154,7 @@ class Relay:
         self._unconfirmed.clear()
         self._acked.clear()
         self._lingering = False
+        self._listening = False
 
     def _close(self) -> None:
         connection = self._connection
@@ -179,8 +183,6 @@ class Relay:
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
 
     def _on_confirm_mode(self, _frame) -> None:
-        ioloop = self._connection.ioloop
-        ioloop.add_handler(self._listener.fileno(), self._on_notified, ioloop.READ)
         self._poll()
         metrics.relay_active.set(1)
         if self._on_ready is not None:
@@ -202,7 +204,17 @@ class Relay:
             extra={"event_id": properties.message_id, "correlation_id": properties.correlation_id},
         )
 
-    def _on_notified(self, _fd, _events) -> None:
+    def _listen(self) -> None:
+        """Wake up on appends again. Only while idle: a busy relay reads the outbox again
+        after every batch anyway, and waking for each append's notification (one per
+        transaction) cost it more than publishing the event. Notifications that came in the
+        meantime wait in the session and make the first wake-up immediate."""
+        if not self._listening:
+            ioloop = self._connection.ioloop
+            ioloop.add_handler(self._listener.fileno(), self._on_notified, ioloop.READ)
+            self._listening = True
+
+    def _on_notified(self, fd, _events) -> None:
         try:
             self._listener.drain()
         except psycopg.Error as error:
@@ -210,6 +222,8 @@ class Relay:
             self._failure = error
             self._close()
             return
+        self._connection.ioloop.remove_handler(fd)
+        self._listening = False
         if not self._lingering:
             # Let a few more appends commit first: one batch of confirms for many events.
             self._lingering = True
@@ -242,14 +256,17 @@ class Relay:
         except SQLAlchemyError as error:
             log.warning("relay cannot read the outbox: %r", error)
             return  # the poll timer tries again
-        for recorded in batch:
+        if not batch:
+            self._listen()
+            return
+        for stored in batch:
             self._next_tag += 1
-            self._unconfirmed[self._next_tag] = (recorded, time.perf_counter())
+            self._unconfirmed[self._next_tag] = (stored, time.perf_counter())
             self._channel.basic_publish(
                 exchange=self.exchange,
-                routing_key=recorded.event.routing_key,
-                body=messages.encode(recorded),
-                properties=message_properties(recorded),
+                routing_key=messages.routing_key(stored.type_name),
+                body=messages.encode_stored(stored),
+                properties=message_properties(stored),
                 mandatory=True,
             )
 
@@ -305,7 +322,7 @@ class Relay:
         self._publish_batch()
 
 
-def _about(recorded: RecordedEvent) -> dict:
+def _about(recorded: StoredEvent) -> dict:
     """The structured fields of a log line about one event."""
     return {
         "event_id": str(recorded.event_id),

@@ -11,8 +11,9 @@ from flask import Flask, g, request
 from api import assessments, health, issues
 from api.errors import register_error_handlers
 from api.http import EXTENSION, Services
+from api.token_cache import TokenCache
 from events import metrics
-from events.db import autocommit, make_engine
+from events.db import autocommit, libpq_url, make_engine
 from events.service import AssessmentService
 from events.settings import Settings
 from events.store import make_store
@@ -37,7 +38,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # no BEGIN and COMMIT round trips around them.
         engine = make_engine(settings.database_url, autocommit=True)
         store = make_store(engine)
-        services = Services(settings, autocommit(engine), store, AssessmentService(store))
+        tokens = TokenCache(libpq_url(engine)) if engine.dialect.name == "postgresql" else None
+        services = Services(settings, autocommit(engine), store, AssessmentService(store), tokens)
     app.extensions[EXTENSION] = services
     register_error_handlers(app)
     app.register_blueprint(assessments.bp)

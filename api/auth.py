@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
+from api.token_cache import TokenCache
 from events.db import driver_connection
 from events.model import utcnow, uuid7
 from events.types import Timestamp
@@ -139,12 +140,19 @@ _REVIEWER_QUERY = select(api_tokens.c.org_id, api_tokens.c.prefix).where(
 _REVIEWER_SQL = "SELECT org_id, prefix FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL"
 
 
-def reviewer_for(engine: Engine, token: str) -> Reviewer | None:
+def reviewer_for(engine: Engine, token: str, cache: TokenCache[Reviewer] | None = None) -> Reviewer | None:
+    """The reviewer a bearer token belongs to, or None; from `cache` when it vouches for it."""
     token_hash = hash_token(token)
+    if cache is not None and (known := cache.get(token_hash)) is not None:
+        return known
+    generation = cache.generation() if cache is not None else None
     if engine.dialect.name == "postgresql":
         with driver_connection(engine) as conn:
             row = conn.execute(_REVIEWER_SQL, (token_hash,)).fetchone()
     else:
         with engine.connect() as conn:
             row = conn.execute(_REVIEWER_QUERY, {"token_hash": token_hash}).first()
-    return Reviewer(*row) if row else None
+    found = Reviewer(*row) if row else None
+    if found is not None and cache is not None:
+        cache.put(token_hash, found, generation)
+    return found

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from api import auth
 from api.errors import ApiError, not_found
+from api.token_cache import TokenCache
 from events.service import AssessmentService
 from events.settings import Settings
 from events.store import SqlEventStore
@@ -28,6 +29,13 @@ class Services:
     engine: Engine
     store: SqlEventStore
     assessments: AssessmentService
+    #: Reviewer tokens in memory (PostgreSQL only; see `api.token_cache`).
+    tokens: TokenCache[auth.Reviewer] | None = None
+
+    def close(self) -> None:
+        if self.tokens is not None:
+            self.tokens.stop()
+        self.engine.dispose()
 
 
 def services() -> Services:
@@ -66,7 +74,7 @@ def _reviewer_from_header() -> auth.Reviewer | None:
     if not header.lower().startswith(BEARER):
         return None
     token = header[len(BEARER) :].strip()
-    return auth.reviewer_for(services().engine, token) if token else None
+    return auth.reviewer_for(services().engine, token, services().tokens) if token else None
 
 
 def reviewer() -> auth.Reviewer:

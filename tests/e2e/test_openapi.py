@@ -124,7 +124,7 @@ def test_the_document_is_built_on_first_request_and_kept(shared_system: System):
         assert app.extensions["openapi"] is kept
         assert first.get_json() == second.get_json() == kept
     finally:
-        app.extensions["assessments"].engine.dispose()
+        app.extensions["assessments"].close()
 
 
 def test_a_route_without_documentation_is_still_listed_and_marked_undocumented(shared_system: System):
@@ -134,7 +134,7 @@ def test_a_route_without_documentation_is_still_listed_and_marked_undocumented(s
         with app.test_client() as http:
             document = http.get("/openapi.json").get_json()
     finally:
-        app.extensions["assessments"].engine.dispose()
+        app.extensions["assessments"].close()
 
     operation = document["paths"]["/v1/extra/{thingId}"]["put"]
     assert operation["x-undocumented"] is True

@@ -38,7 +38,7 @@ def build_app() -> Iterator:
 
     yield build
     for app in built:
-        app.extensions["assessments"].engine.dispose()
+        app.extensions["assessments"].close()
 
 
 def value(name: str, **labels: str) -> float:

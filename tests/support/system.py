@@ -116,7 +116,7 @@ class ApiServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.thread.join(10)
-        self.app.extensions["assessments"].engine.dispose()
+        self.app.extensions["assessments"].close()
 
 
 class Client(requests.Session):

@@ -84,6 +84,12 @@ reservations_table = Table(
 )
 
 OUTBOX_CHANNEL = "assessments_outbox"
+#: Held (exclusively) by the active relay while it is idle and waits on OUTBOX_CHANNEL. An
+#: append notifies only when it cannot take this lock shared: a busy relay reads the outbox
+#: again after every batch anyway, and each notification wakes every listening session of the
+#: database. The append keeps the shared lock until its commit, so a relay going idle waits
+#: for the appends in flight and then sees their rows; no wake-up is lost.
+RELAY_IDLE_LOCK_ID = 0x72656C79  # "rely"
 
 
 #: PostgreSQL engines whose connections are in autocommit mode from the start.

@@ -14,7 +14,15 @@ import psycopg
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 
-from events.db import OUTBOX_CHANNEL, autocommit, driver_connection, events_table, libpq_url, outbox_table
+from events.db import (
+    OUTBOX_CHANNEL,
+    RELAY_IDLE_LOCK_ID,
+    autocommit,
+    driver_connection,
+    events_table,
+    libpq_url,
+    outbox_table,
+)
 from events.model import StoredEvent
 
 RELAY_LOCK_ID = 0x61737365  # "asse": any constant shared by all relays of one database
@@ -91,10 +99,14 @@ class PostgresOutbox(SqlOutbox):
 
 
 class OutboxListener:
-    """A dedicated session: LISTEN for appends and hold the relay's leadership lock."""
+    """A dedicated session: the relay's leadership lock, its idle lock, and LISTEN for the
+    appends that find it idle."""
 
     def __init__(self, conninfo: str) -> None:
-        self._conn = psycopg.connect(conninfo, autocommit=True)
+        self._conn = psycopg.connect(conninfo, autocommit=True, application_name="assessments-relay")
+        # Taking the idle lock waits for appends in flight, which take milliseconds; a wait
+        # longer than this means something is stuck, and the relay starts over.
+        self._conn.execute("SET lock_timeout = '5s'")
 
     def try_lead(self) -> bool:
         acquired = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_ID,)).fetchone()
@@ -105,6 +117,14 @@ class OutboxListener:
 
     def fileno(self) -> int:
         return self._conn.fileno()
+
+    def hold_idle_lock(self) -> None:
+        """Ask appends to notify from now on. Waits for the appends in flight (they hold the
+        lock shared until they commit): read the outbox once more after this returns."""
+        self._conn.execute("SELECT pg_advisory_lock(%s)", (RELAY_IDLE_LOCK_ID,))
+
+    def release_idle_lock(self) -> None:
+        self._conn.execute("SELECT pg_advisory_unlock(%s)", (RELAY_IDLE_LOCK_ID,))
 
     def drain(self) -> int:
         """Consume the notifications that arrived; raises if the session is gone."""

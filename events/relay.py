@@ -79,7 +79,7 @@ class Relay:
         self.poll_seconds = poll_seconds
         self.linger_seconds = linger_seconds
         self._lingering = False
-        self._listening = False
+        self._idle = False
         self.published = 0
         self._stop = threading.Event()
         self._connection: SelectConnection | None = None
@@ -154,7 +154,7 @@ class Relay:
         self._unconfirmed.clear()
         self._acked.clear()
         self._lingering = False
-        self._listening = False
+        self._idle = False
 
     def _close(self) -> None:
         connection = self._connection
@@ -204,30 +204,43 @@ class Relay:
             extra={"event_id": properties.message_id, "correlation_id": properties.correlation_id},
         )
 
-    def _listen(self) -> None:
-        """Wake up on appends again. Only while idle: a busy relay reads the outbox again
-        after every batch anyway, and waking for each append's notification (one per
-        transaction) cost it more than publishing the event. Notifications that came in the
-        meantime wait in the session and make the first wake-up immediate."""
-        if not self._listening:
-            ioloop = self._connection.ioloop
-            ioloop.add_handler(self._listener.fileno(), self._on_notified, ioloop.READ)
-            self._listening = True
+    # --- idle and busy ----------------------------------------------------------------------
+    #
+    # Idle: the relay holds the idle lock and waits for a notification. Busy: it does not, and
+    # reads the outbox again after every batch. Appends notify only an idle relay (see
+    # `events.db.RELAY_IDLE_LOCK_ID`), so under load there are no notifications at all, each
+    # of which woke every listening session of the database.
 
-    def _on_notified(self, fd, _events) -> None:
+    def _go_idle(self) -> None:
+        """Only after taking the lock (which waits for the appends in flight) may the caller
+        conclude from an empty outbox that it can sleep: it must read once more."""
+        self._listener.hold_idle_lock()
+        ioloop = self._connection.ioloop
+        ioloop.add_handler(self._listener.fileno(), self._on_notified, ioloop.READ)
+        self._idle = True
+
+    def _go_busy(self) -> None:
+        if self._idle:
+            self._connection.ioloop.remove_handler(self._listener.fileno())
+            self._listener.release_idle_lock()
+            self._idle = False
+
+    def _on_notified(self, _fd, _events) -> None:
         try:
             self._listener.drain()
+            self._go_busy()
         except psycopg.Error as error:
-            log.warning("relay lost its database session: %r", error)
-            self._failure = error
-            self._close()
+            self._lost_session(error)
             return
-        self._connection.ioloop.remove_handler(fd)
-        self._listening = False
         if not self._lingering:
             # Let a few more appends commit first: one batch of confirms for many events.
             self._lingering = True
             self._connection.ioloop.call_later(self.linger_seconds, self._publish_after_linger)
+
+    def _lost_session(self, error: Exception) -> None:
+        log.warning("relay lost its database session: %r", error)
+        self._failure = error
+        self._close()
 
     def _publish_after_linger(self) -> None:
         self._lingering = False
@@ -253,11 +266,16 @@ class Relay:
             return  # the batch in flight ends with _on_confirm, which reads the next one
         try:
             batch = self.outbox.unpublished(self.batch_size)
+            if not batch and not self._idle:
+                self._go_idle()
+                batch = self.outbox.unpublished(self.batch_size)  # what committed meanwhile
+            if batch:
+                self._go_busy()
         except SQLAlchemyError as error:
             log.warning("relay cannot read the outbox: %r", error)
             return  # the poll timer tries again
-        if not batch:
-            self._listen()
+        except psycopg.Error as error:
+            self._lost_session(error)
             return
         for stored in batch:
             self._next_tag += 1

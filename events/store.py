@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from events import codec
 from events.db import (
     OUTBOX_CHANNEL,
+    RELAY_IDLE_LOCK_ID,
     autocommit,
     driver_connection,
     events_table,
@@ -83,7 +84,7 @@ class EventStore(Protocol):
 # transaction: PostgreSQL makes a statement atomic on its own, so the reservations, the events,
 # their outbox and pending rows all land or none does, in a single round trip (no BEGIN and
 # COMMIT). A duplicate reservation or stream version aborts it with the violated constraint's
-# name. pg_notify wakes the relay at commit.
+# name. pg_notify wakes the relay at commit, if it is idle (see `events.db.RELAY_IDLE_LOCK_ID`).
 _APPEND_SQL = """
     WITH reserved AS (
         INSERT INTO reservations (scope, key, stream_id, payload)
@@ -103,7 +104,8 @@ _APPEND_SQL = """
         SELECT position, %(org_id)s, %(stream_id)s FROM new
     )
     SELECT position, event_id, stream_version, recorded_at,
-           pg_notify(%(channel)s, '') AS notified
+           CASE WHEN pg_try_advisory_xact_lock_shared(%(relay_idle_lock)s) THEN NULL
+                ELSE pg_notify(%(channel)s, '') END AS notified
     FROM new ORDER BY stream_version
     """
 
@@ -271,6 +273,7 @@ class PostgresEventStore(SqlEventStore):
                 [{"scope": r.scope, "key": r.key, "payload": r.payload} for r in reservations]
             ),
             "channel": OUTBOX_CHANNEL,
+            "relay_idle_lock": RELAY_IDLE_LOCK_ID,
         }
         try:
             # Static SQL on the bare driver connection: nothing for SQLAlchemy to do, and

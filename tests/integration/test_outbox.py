@@ -1,14 +1,18 @@
 """The outbox as the relay reads it: what is unpublished, in order, at a cost that follows the
-outbox (a handful of rows) and not the event store (which only grows)."""
+outbox (a handful of rows) and not the event store (which only grows); and how appends wake
+the relay: only when it is idle, never too early for it to see their rows."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
 
 import psycopg
 
-from events.db import libpq_url
-from events.outbox import _UNPUBLISHED_SQL, PostgresOutbox
+from events.db import OUTBOX_CHANNEL, RELAY_IDLE_LOCK_ID, libpq_url
+from events.outbox import _UNPUBLISHED_SQL, OutboxListener, PostgresOutbox
 from tests.integration.helpers import create
 
 
@@ -47,3 +51,69 @@ def test_reading_the_outbox_costs_what_the_outbox_holds_not_what_the_store_holds
         # a join that scans the store reads all of its pages.
         store_pages = conn.execute("SELECT relpages FROM pg_class WHERE relname = 'events'").fetchone()[0]
         assert blocks_read(conn, 500) < store_pages / 4
+
+
+# --- waking the relay: appends notify only an idle relay -------------------------------------
+
+
+@contextlib.contextmanager
+def listening(engine) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(libpq_url(engine), autocommit=True) as conn:
+        conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+        yield conn
+
+
+def notifications(conn: psycopg.Connection, within: float = 0.3) -> int:
+    return sum(1 for _ in conn.notifies(timeout=within))
+
+
+def test_appends_notify_only_while_a_relay_holds_the_idle_lock(system, service, org_id):
+    idle_relay = OutboxListener(libpq_url(system.engine))
+    try:
+        with listening(system.engine) as conn:
+            create(service, org_id)
+            assert notifications(conn) == 0, "no relay is idle: nobody to wake"
+
+            idle_relay.hold_idle_lock()
+            create(service, org_id)
+            assert notifications(conn) == 1
+
+            idle_relay.release_idle_lock()
+            create(service, org_id)
+            assert notifications(conn) == 0, "a busy relay reads the outbox again anyway"
+    finally:
+        idle_relay.close()
+
+
+def test_a_relay_going_idle_waits_for_the_append_in_flight_so_it_sees_its_rows(system):
+    """An append that took the lock shared before the relay went idle will not notify: the
+    relay must not conclude the outbox is empty before that append committed."""
+    idle_relay = OutboxListener(libpq_url(system.engine))
+    outbox = PostgresOutbox(system.engine)
+    held = threading.Event()
+    try:
+        with psycopg.connect(libpq_url(system.engine)) as appender:  # a transaction, as an append is
+            assert appender.execute(
+                "SELECT pg_try_advisory_xact_lock_shared(%s)", (RELAY_IDLE_LOCK_ID,)
+            ).fetchone()[0]
+            fill_store_directly(appender, 1)
+            appender.execute("INSERT INTO outbox SELECT max(position) FROM events")
+            going_idle = threading.Thread(target=lambda: (idle_relay.hold_idle_lock(), held.set()))
+            going_idle.start()
+            assert not held.wait(0.3), "the relay went idle while an append was in flight"
+            appender.commit()
+            assert held.wait(5)
+            going_idle.join()
+        assert len(outbox.unpublished(10)) == 1
+    finally:
+        idle_relay.close()
+
+
+def test_a_relay_under_load_is_not_woken_by_every_append(system, service, broker, org_id):
+    tap = broker.tap(f"{system.settings.worker_queue}.tap")
+    system.start_relay()
+    with listening(system.engine) as conn:
+        created = [create(service, org_id) for _ in range(200)]
+        broker.take_events(tap, [r.event_id for r in created])
+        woken = notifications(conn, within=0.1)
+    assert 1 <= woken < 100, woken

@@ -20,6 +20,7 @@ from api.schemas import (
     HistoryQuerySchema,
     IssueKeysSchema,
     ListQuerySchema,
+    compile_dump,
 )
 from events import codec
 from events.aggregate import AssessmentDetails
@@ -32,10 +33,11 @@ from projections.candidate_keys import KeyRow, fold_keys
 
 bp = Blueprint("assessments", __name__, url_prefix="/v1/assessments")
 
-# Schemas keep no per-request state: one instance each.
-_ASSESSMENT_SCHEMA = AssessmentSchema()
-_ASSESSMENT_WITH_ISSUE_SCHEMA = AssessmentWithIssueSchema()
-_CANDIDATE_KEY_SCHEMA = CandidateKeySchema()
+# Schemas keep no per-request state: one instance each; responses go out through their
+# compiled dumps (see `compile_dump`).
+_dump_assessment = compile_dump(AssessmentSchema())
+_dump_assessment_with_issue = compile_dump(AssessmentWithIssueSchema())
+_dump_candidate_key = compile_dump(CandidateKeySchema())
 _CREATE_ASSESSMENT_SCHEMA = CreateAssessmentSchema()
 _ISSUE_KEYS_SCHEMA = IssueKeysSchema()
 _LIST_QUERY_SCHEMA = ListQuerySchema()
@@ -105,7 +107,7 @@ def _created_response(row, replayed: bool = False):
     headers = {"Location": url_for("assessments.get_one", assessment_id=row.id)}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return _respond({"assessment": _ASSESSMENT_SCHEMA.dump(row)}, status=201, headers=headers)
+    return _respond({"assessment": _dump_assessment(row)}, status=201, headers=headers)
 
 
 def _details(data: dict[str, Any]) -> AssessmentDetails:
@@ -168,7 +170,7 @@ def list_all():
 
 
 def _with_issue(item: queries.AssessmentWithIssue) -> dict[str, Any]:
-    return _ASSESSMENT_WITH_ISSUE_SCHEMA.dump({**vars(item.assessment), "issue": item.issue})
+    return _dump_assessment_with_issue({**vars(item.assessment), "issue": item.issue})
 
 
 @bp.get("/<assessment_id>")
@@ -212,7 +214,7 @@ def _from_stream(state) -> dict[str, Any]:
         with services().engine.connect() as conn:
             found = catalogue.get_issue(conn, row.issue_id)
         issue = dict(found._mapping) if found else None
-    return _ASSESSMENT_WITH_ISSUE_SCHEMA.dump({**vars(row), "issue": issue})
+    return _dump_assessment_with_issue({**vars(row), "issue": issue})
 
 
 @bp.delete("/<assessment_id>")
@@ -261,7 +263,7 @@ def history(assessment_id: str):
 
 
 def _key_view(row: KeyRow) -> dict[str, Any]:
-    return _CANDIDATE_KEY_SCHEMA.dump({**vars(row), "status": row.status_at(utcnow())})
+    return _dump_candidate_key({**vars(row), "status": row.status_at(utcnow())})
 
 
 @bp.post("/<assessment_id>/keys")

@@ -6,12 +6,11 @@ from flask import Blueprint, jsonify
 
 from api.errors import not_found
 from api.http import requires_reviewer, services
-from api.schemas import IssueSchema
+from api.schemas import IssueSchema, compile_dump
 from projections import catalogue
 
 bp = Blueprint("issues", __name__, url_prefix="/v1/issues")
-_ISSUE_SCHEMA = IssueSchema()
-_ISSUES_SCHEMA = IssueSchema(many=True)
+_dump_issue = compile_dump(IssueSchema())
 
 
 @bp.get("")
@@ -19,7 +18,7 @@ _ISSUES_SCHEMA = IssueSchema(many=True)
 def list_all():
     with services().engine.connect() as conn:
         issues = catalogue.list_issues(conn)
-    return jsonify({"issues": _ISSUES_SCHEMA.dump([row._mapping for row in issues])})
+    return jsonify({"issues": [_dump_issue(row._mapping) for row in issues]})
 
 
 @bp.get("/<issue_id>")
@@ -29,4 +28,4 @@ def get_one(issue_id: str):
         issue = catalogue.get_issue(conn, issue_id)
     if issue is None:
         raise not_found("Issue")
-    return jsonify({"issue": _ISSUE_SCHEMA.dump(issue._mapping)})
+    return jsonify({"issue": _dump_issue(issue._mapping)})

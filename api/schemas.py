@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from marshmallow import (
@@ -144,3 +145,48 @@ class CandidateKeySchema(CamelSchema):
     redeemed_at = Timestamp(allow_none=True)
     completed_at = Timestamp(allow_none=True)
     created_at = Timestamp()
+
+
+# --- dumping responses ----------------------------------------------------------------------
+
+Dump = Callable[[Any], dict[str, Any]]
+
+
+def compile_dump(schema: Schema) -> Dump:
+    """A function that returns what `schema.dump(obj)` returns, for a response schema made of
+    the few field types below, without marshmallow's per-field machinery: a dump costs about a
+    tenth of a create's CPU in the API, and a list of 1,000 assessments a thousand dumps. The
+    schema stays the one description of the response (and of the OpenAPI document); any other
+    field type is refused here, at import, and a unit test compares both ways for every
+    response schema."""
+    plan = [(name, field.data_key or name, _converter(field)) for name, field in schema.dump_fields.items()]
+
+    def dump(obj: Any) -> dict[str, Any]:
+        if isinstance(obj, Mapping):
+            found = ((key, obj.get(name, _MISSING), convert) for name, key, convert in plan)
+        else:
+            found = ((key, getattr(obj, name, _MISSING), convert) for name, key, convert in plan)
+        return {
+            key: None if value is None else convert(value)
+            for key, value, convert in found
+            if value is not _MISSING
+        }
+
+    return dump
+
+
+_MISSING = object()
+
+
+def _converter(field: fields.Field) -> Callable[[Any], Any]:
+    if isinstance(field, Timestamp):
+        return codec.format_time
+    if isinstance(field, fields.UUID | fields.String):
+        return str
+    if isinstance(field, fields.Integer):
+        return int
+    if isinstance(field, fields.Nested) and not field.many:
+        return compile_dump(field.schema)
+    if isinstance(field, fields.List) and isinstance(field.inner, fields.String):
+        return lambda values: [None if v is None else str(v) for v in values]
+    raise TypeError(f"compile_dump does not know {type(field).__name__} fields")

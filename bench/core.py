@@ -166,7 +166,7 @@ def load(url: str, token: str, seconds: float, connections: int, rate: float | N
 
 class Sampler:
     """One create at a time, then its row polled for in the projection: the gap is what a
-    reader could see. Samples every 20 ms of pause, while a load runs."""
+    reader could see. Samples after every 10 ms of pause, while a load runs."""
 
     def __init__(self, url: str, token: str, database_url: str) -> None:
         self.url, self.token, self.database_url = url, token, database_url
@@ -186,7 +186,7 @@ class Sampler:
         conninfo = libpq_url(make_engine(self.database_url, pool_size=1))
         headers = {"Authorization": f"Bearer {self.token}"}
         with requests.Session() as session, psycopg.connect(conninfo, autocommit=True) as conn:
-            while not self._stop.wait(0.02):
+            while not self._stop.wait(0.01):
                 response = session.post(self.url, json=BODY, headers=headers, timeout=10)
                 created_at = time.perf_counter()
                 assessment_id = response.json()["assessment"]["id"]
@@ -372,10 +372,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument(
         "--paced",
         type=float,

@@ -354,6 +354,7 @@ def relay(settings: Settings, allow_embedded: bool, metrics_port: int | None) ->
         settings.exchange,
         settings.worker_queue,
         batch_size=settings.relay_batch_size,
+        linger_seconds=settings.relay_linger_ms / 1000,
     )
     _stop_on_signals(process.stop)
     with _metrics_served(metrics_port):
@@ -370,7 +371,12 @@ def worker(settings: Settings, allow_embedded: bool, metrics_port: int | None) -
     engine = make_engine(settings.database_url, pool_size=4)
     handler = EventHandler(engine, PostgresEventStore(engine), default_projections())
     process = Worker(
-        handler, settings.broker_url, settings.exchange, settings.worker_queue, settings.worker_prefetch
+        handler,
+        settings.broker_url,
+        settings.exchange,
+        settings.worker_queue,
+        settings.worker_prefetch,
+        linger_seconds=settings.worker_linger_ms / 1000,
     )
     _stop_on_signals(process.stop)
     with _metrics_served(metrics_port):

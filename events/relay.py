@@ -69,7 +69,7 @@ class Relay:
         worker_queue: str,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
-        linger_seconds: float = 0.005,
+        linger_seconds: float = 0.002,
     ) -> None:
         self.outbox = outbox
         self.broker_url = broker_url

@@ -22,6 +22,10 @@ class Settings:
     read_wait_seconds: float = 1.0
     worker_prefetch: int = 500
     relay_batch_size: int = 500
+    #: How long the relay, woken from idle, lets appends gather before it reads a batch.
+    relay_linger_ms: float = 2.0
+    #: How long the worker lets deliveries gather into one transaction.
+    worker_linger_ms: float = 5.0
     log_level: str = "INFO"
 
     @property
@@ -41,6 +45,8 @@ class Settings:
             "read_wait_seconds": _float(env.get("ASSESSMENTS_READ_WAIT_SECONDS")),
             "worker_prefetch": _int(env.get("ASSESSMENTS_WORKER_PREFETCH")),
             "relay_batch_size": _int(env.get("ASSESSMENTS_RELAY_BATCH_SIZE")),
+            "relay_linger_ms": _float(env.get("ASSESSMENTS_RELAY_LINGER_MS")),
+            "worker_linger_ms": _float(env.get("ASSESSMENTS_WORKER_LINGER_MS")),
             "log_level": env.get("ASSESSMENTS_LOG_LEVEL"),
         }
         settings = cls(**{key: value for key, value in read.items() if value is not None})

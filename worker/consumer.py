@@ -52,7 +52,7 @@ class Worker:
         queue: str,
         prefetch: int = 500,
         attempts: int = 3,
-        linger_seconds: float = 0.01,
+        linger_seconds: float = 0.005,
     ) -> None:
         self.handler = handler
         self.broker_url = broker_url

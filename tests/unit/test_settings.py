@@ -16,6 +16,8 @@ ENV = {
     "ASSESSMENTS_READ_WAIT_SECONDS": "2.5",
     "ASSESSMENTS_WORKER_PREFETCH": "100",
     "ASSESSMENTS_RELAY_BATCH_SIZE": "50",
+    "ASSESSMENTS_RELAY_LINGER_MS": "0.5",
+    "ASSESSMENTS_WORKER_LINGER_MS": "20",
     "ASSESSMENTS_LOG_LEVEL": "DEBUG",
 }
 
@@ -31,6 +33,8 @@ def test_every_assessments_variable_is_read_with_its_type():
         read_wait_seconds=2.5,
         worker_prefetch=100,
         relay_batch_size=50,
+        relay_linger_ms=0.5,
+        worker_linger_ms=20.0,
         log_level="DEBUG",
     )
 

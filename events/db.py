@@ -126,9 +126,9 @@ def driver_connection(engine: Engine) -> Iterator[Any]:
     Why: SQLAlchemy's work around a statement (a `Connection`, an execution context, result
     metadata) costs about 80 µs of CPU here, as much as the statement itself; a plain psycopg
     `execute` of prepared SQL costs about 40 µs. What SQLAlchemy would still do is kept: errors
-    come out as its exceptions (`IntegrityError`, `OperationalError`, ...) with the parameters
-    hidden, and a lost connection throws the whole pool away, so one failed request, not one
-    per pooled connection, finds out that the database restarted."""
+    come out as its exceptions (as `driver_errors` makes them), and a lost connection throws the whole
+    pool away, so one failed request, not one per pooled connection, finds out that the
+    database restarted."""
     fairy = engine.raw_connection()
     conn = fairy.driver_connection
     switched = not conn.autocommit
@@ -139,21 +139,36 @@ def driver_connection(engine: Engine) -> Iterator[Any]:
         if switched:
             conn.autocommit = False
     except engine.dialect.loaded_dbapi.Error as error:
-        lost = engine.dialect.is_disconnect(error, conn, None)
-        if lost:
+        wrapped = _as_sqlalchemy_error(engine, conn, error)
+        if wrapped.connection_invalidated:
             fairy.invalidate(error)
             engine.dispose()
-        raise DBAPIError.instance(
-            None,
-            None,
-            error,
-            engine.dialect.loaded_dbapi.Error,
-            hide_parameters=True,
-            connection_invalidated=lost,
-            dialect=engine.dialect,
-        ) from error
+        raise wrapped from error
     finally:
         fairy.close()
+
+
+@contextlib.contextmanager
+def driver_errors(engine: Engine, conn: Any) -> Iterator[None]:
+    """Errors of the driver connection `conn` raised inside come out as SQLAlchemy's
+    (`IntegrityError`, `OperationalError`, ...), parameters hidden, as from any statement run
+    through SQLAlchemy: callers tell a lost database from a bad statement the same way."""
+    try:
+        yield
+    except engine.dialect.loaded_dbapi.Error as error:
+        raise _as_sqlalchemy_error(engine, conn, error) from error
+
+
+def _as_sqlalchemy_error(engine: Engine, conn: Any, error: Exception) -> DBAPIError:
+    return DBAPIError.instance(
+        None,
+        None,
+        error,
+        engine.dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=engine.dialect.is_disconnect(error, conn, None),
+        dialect=engine.dialect,
+    )
 
 
 def _postgres_engine(database_url: str, pool_size: int, autocommit: bool) -> Engine:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import singledispatch
+from typing import Any
 
-from sqlalchemy import MetaData, Table, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import MetaData, Table
 
 from events.model import AssessmentCreated, AssessmentDeleted, Event, RecordedEvent
 from projections.projector import Tracked, Versions
@@ -73,6 +73,7 @@ class AssessmentsProjection:
         self.table = table
         self.tables = (table,)
         self.versions = Versions(table, table.c.id, table.c.version)
+        self.sources = ((table, table.c.id),)
 
     def renamed(self, suffix: str) -> AssessmentsProjection:
         """The same projection over fresh tables named `<table><suffix>` (for a rebuild)."""
@@ -84,11 +85,11 @@ class AssessmentsProjection:
     def evolve(self, value: AssessmentRow | None, recorded: RecordedEvent) -> AssessmentRow | None:
         return evolve_row(recorded.event, value)
 
-    def load(self, conn: Connection, stream_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tracked]:
-        rows = conn.execute(select(self.table).where(self.table.c.id.in_(stream_ids)))
+    def states(self, rows: Sequence[Sequence[Mapping[str, Any]]]) -> dict[uuid.UUID, Tracked]:
+        (views,) = rows
         return {
-            row.id: Tracked(row.id, row.version, AssessmentRow(**_without(row._mapping, "version")))
-            for row in rows
+            row["id"]: Tracked(row["id"], row["version"], AssessmentRow(**_without(row, "version")))
+            for row in views
         }
 
     def rows(self, states: Sequence[Tracked]) -> dict[Table, list[dict]]:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import singledispatch
 from types import MappingProxyType
+from typing import Any
 
-from sqlalchemy import MetaData, Table, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import MetaData, Table
 
 from events.model import CandidateKeyIssued, CandidateKeyRevoked, Event, RecordedEvent
 from projections.projector import Tracked, Versions
@@ -94,6 +94,7 @@ class CandidateKeysProjection:
         self.version_table = versions
         self.tables = (table, versions)
         self.versions = Versions(versions, versions.c.stream_id, versions.c.version)
+        self.sources = ((versions, versions.c.stream_id), (table, table.c.assessment_id))
 
     def renamed(self, suffix: str) -> CandidateKeysProjection:
         """The same projection over fresh tables named `<table><suffix>` (for a rebuild)."""
@@ -109,21 +110,17 @@ class CandidateKeysProjection:
     def evolve(self, value: Keys, recorded: RecordedEvent) -> Keys:
         return evolve_keys(recorded.event, value)
 
-    def load(self, conn: Connection, stream_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tracked]:
-        table = self.version_table
-        versions = conn.execute(select(table).where(table.c.stream_id.in_(stream_ids)))
-        states = {
-            row.stream_id: Tracked(row.stream_id, row.version, MappingProxyType({})) for row in versions
-        }
-        if not states:
-            return states  # new streams: no key rows to read
-        keys = conn.execute(select(self.table).where(self.table.c.assessment_id.in_(list(states))))
+    def states(self, rows: Sequence[Sequence[Mapping[str, Any]]]) -> dict[uuid.UUID, Tracked]:
+        versions, keys = rows
         grouped: dict[uuid.UUID, dict[uuid.UUID, KeyRow]] = {}
         for row in keys:
-            grouped.setdefault(row.assessment_id, {})[row.id] = KeyRow(**row._mapping)
-        for stream_id, rows in grouped.items():
-            states[stream_id].value = MappingProxyType(rows)
-        return states
+            grouped.setdefault(row["assessment_id"], {})[row["id"]] = KeyRow(**row)
+        return {
+            row["stream_id"]: Tracked(
+                row["stream_id"], row["version"], MappingProxyType(grouped.get(row["stream_id"], {}))
+            )
+            for row in versions
+        }
 
     def rows(self, states: Sequence[Tracked]) -> dict[Table, list[dict]]:
         return {

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import Column, Table, delete, text
+from psycopg.rows import dict_row
+from sqlalchemy import Column, Table, delete, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from events.db import projection_pending_table
+from events.db import driver_errors, projection_pending_table
 from events.model import RecordedEvent
-from projections.tables import upsert
+from projections.tables import json_rows, json_upsert_sql, upsert
 
 S = TypeVar("S")
 
@@ -57,7 +60,11 @@ class Projection(Protocol[S]):
     def evolve(self, value: S, recorded: RecordedEvent) -> S:
         """Pure: the state after one event."""
 
-    def load(self, conn: Connection, stream_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tracked[S]]: ...
+    #: Where its state of a stream is read from: each table with its stream-id column.
+    sources: tuple[tuple[Table, Column], ...]
+
+    def states(self, rows: Sequence[Sequence[Mapping[str, Any]]]) -> dict[uuid.UUID, Tracked[S]]:
+        """Pure: the states of the streams from the rows read from each of `sources`."""
 
     def rows(self, states: Sequence[Tracked[S]]) -> dict[Table, list[dict]]:
         """Pure: the rows that represent these states, per table."""
@@ -90,16 +97,49 @@ def fold_new(
 
 def apply_batch(
     conn: Connection,
-    projection: Projection[Any],
+    projections: Sequence[Projection[Any]],
     events: Iterable[RecordedEvent],
     load_stream: LoadStream,
-) -> BatchResult:
-    result = BatchResult()
+    *,
+    lock: bool = False,
+    clear_pending: bool = False,
+) -> list[BatchResult]:
+    """Apply a batch of events to every projection in the caller's transaction. `lock` takes
+    the batch's stream locks first (the worker: several may run); `clear_pending` deletes the
+    events' pending rows with the writes (read-your-writes waits on them).
+
+    On PostgreSQL the whole batch is three round trips however many tables and rows it
+    touches: the locks and every projection's reads in one pipeline, the writes in another,
+    then the commit. Under load a round trip costs milliseconds of waiting for a CPU, and the
+    dozen the batch used to take made up most of a 201's way to the projection. (SQLite, in
+    `assessments dev`, takes no locks: it has one writer at a time anyway.)"""
+    events = list(events)
     streams = by_stream(events)
-    states = projection.load(conn, list(streams))
+    states = load_states(conn, projections, list(streams), lock=lock)
+    results, writes = [], defaultdict(list)
+    for projection, known in zip(projections, states, strict=True):
+        result, changed = fold_batch(projection, streams, known, load_stream)
+        results.append(result)
+        for table, rows in projection.rows(changed).items():
+            writes[table] += rows
+    applied = (
+        set().union(*(r.positions for r in results), (e.position for e in events)) if clear_pending else ()
+    )
+    save(conn, writes, applied)
+    return results
+
+
+def fold_batch(
+    projection: Projection[Any],
+    streams: Mapping[uuid.UUID, Sequence[RecordedEvent]],
+    known: Mapping[uuid.UUID, Tracked[Any]],
+    load_stream: LoadStream,
+) -> tuple[BatchResult, list[Tracked[Any]]]:
+    """The new states of the batch's streams (duplicates skipped, gaps filled from the store)."""
+    result = BatchResult()
     changed = []
     for stream_id, stream_events in streams.items():
-        state = states.get(stream_id) or Tracked(stream_id, 0, projection.initial(stream_id))
+        state = known.get(stream_id) or Tracked(stream_id, 0, projection.initial(stream_id))
         todo = [e for e in stream_events if e.stream_version > state.version]
         result.duplicates += len(stream_events) - len(todo)
         if not todo:
@@ -110,13 +150,78 @@ def apply_batch(
         changed.append(fold_new(projection, state, todo))
         result.applied += len(todo)
         result.positions.update(e.position for e in todo)
-    save(conn, projection, changed)
-    return result
+    return result, changed
 
 
-def save(conn: Connection, projection: Projection[Any], states: Sequence[Tracked[Any]]) -> None:
-    for table, rows in projection.rows(states).items():
-        upsert(conn, table, table.primary_key.columns.values()[0].name, rows)
+def load_states(
+    conn: Connection,
+    projections: Sequence[Projection[Any]],
+    stream_ids: Sequence[uuid.UUID],
+    lock: bool = False,
+) -> list[dict[uuid.UUID, Tracked[Any]]]:
+    """Every projection's states of these streams, after taking their locks if `lock`."""
+    if conn.dialect.name == "postgresql":
+        return _load_states_pipelined(conn, projections, stream_ids, lock)
+    return [
+        projection.states(
+            [
+                conn.execute(select(table).where(column.in_(stream_ids))).mappings().all()
+                for table, column in projection.sources
+            ]
+        )
+        for projection in projections
+    ]
+
+
+def _load_states_pipelined(
+    conn: Connection, projections: Sequence[Projection[Any]], stream_ids: Sequence[uuid.UUID], lock: bool
+) -> list[dict[uuid.UUID, Tracked[Any]]]:
+    driver = conn.connection.driver_connection
+    with driver_errors(conn.engine, driver), driver.pipeline():
+        if lock:
+            driver.execute(_SWAP_SHARED_SQL, (SWAP_LOCK_ID,))
+            driver.execute(_STREAM_LOCKS_SQL, (sorted(stream_ids),))
+        cursors = [
+            [
+                driver.cursor(row_factory=dict_row).execute(
+                    _rows_of_streams_sql(table, column.name), (stream_ids,)
+                )
+                for table, column in projection.sources
+            ]
+            for projection in projections
+        ]
+    return [
+        projection.states([c.fetchall() for c in read])
+        for projection, read in zip(projections, cursors, strict=True)
+    ]
+
+
+def save(conn: Connection, writes: Mapping[Table, list[dict]], applied: Collection[int] = ()) -> None:
+    """Upsert the rows (by each table's primary key) and delete the `applied` events' pending
+    rows: on PostgreSQL in one pipeline."""
+    if conn.dialect.name != "postgresql":
+        for table, rows in writes.items():
+            upsert(conn, table, _key(table), rows)
+        _clear_pending(conn, applied)
+        return
+    driver = conn.connection.driver_connection
+    with driver_errors(conn.engine, driver), driver.pipeline():
+        for table, rows in writes.items():
+            if rows:
+                driver.execute(json_upsert_sql(table, _key(table)), {"rows": json_rows(rows)})
+        if applied:
+            driver.execute(_CLEAR_PENDING_SQL, (list(applied),))
+
+
+def _key(table: Table) -> str:
+    return table.primary_key.columns.values()[0].name
+
+
+@cache
+def _rows_of_streams_sql(table: Table, stream_column: str) -> str:
+    quote = postgresql.dialect().identifier_preparer.quote
+    columns = ", ".join(quote(c.name) for c in table.columns)
+    return f"SELECT {columns} FROM {quote(table.name)} WHERE {quote(stream_column)} = ANY(%s)"
 
 
 def _contiguous(version: int, events: Sequence[RecordedEvent]) -> bool:
@@ -128,23 +233,18 @@ def _contiguous(version: int, events: Sequence[RecordedEvent]) -> bool:
 SWAP_LOCK_ID = 0x70726F6A  # "proj"
 
 
-def lock_streams(conn: Connection, stream_ids: set[uuid.UUID]) -> None:
-    """Serialise appliers per stream for this transaction (in a fixed order, so no deadlock):
-    two workers applying the same stream must not overwrite each other's newer state. (SQLite,
-    in `assessments dev`, has one writer at a time anyway.)"""
-    if conn.dialect.name != "postgresql":
-        return
-    conn.execute(text("SELECT pg_advisory_xact_lock_shared(:id)"), {"id": SWAP_LOCK_ID})
-    conn.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(hashtextextended(s::text, 0)) "
-            "FROM unnest(CAST(:ids AS uuid[])) AS s ORDER BY s"
-        ),
-        {"ids": sorted(stream_ids)},
-    )
+#: The batch's locks, in a fixed order (so no deadlock): shared on the swap lock, then one
+#: per stream, so two workers applying the same stream cannot overwrite each other's newer
+#: state.
+_SWAP_SHARED_SQL = "SELECT pg_advisory_xact_lock_shared(%s)"
+_STREAM_LOCKS_SQL = (
+    "SELECT pg_advisory_xact_lock(hashtextextended(s::text, 0)) "
+    "FROM unnest(CAST(%s AS uuid[])) AS s ORDER BY s"
+)
+_CLEAR_PENDING_SQL = "DELETE FROM projection_pending WHERE position = ANY(CAST(%s AS bigint[]))"
 
 
-def clear_pending(conn: Connection, positions: Iterable[int]) -> None:
+def _clear_pending(conn: Connection, positions: Iterable[int]) -> None:
     """Mark events as projected (read-your-writes waits on these rows), in the projection's
     own transaction."""
     positions = list(positions)

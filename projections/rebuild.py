@@ -340,7 +340,7 @@ def _behind(conn: Connection, projection: Projection[Any]) -> list[RecordedEvent
 def _apply_missing(conn: Connection, projection: Projection[Any]) -> int:
     missing = _behind(conn, projection)
     if missing:
-        apply_batch(conn, projection, missing, lambda *_: [])  # complete ranges: never a gap
+        apply_batch(conn, [projection], missing, lambda *_: [])  # complete ranges: never a gap
     return len(missing)
 
 

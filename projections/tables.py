@@ -114,9 +114,14 @@ def upsert(conn: Connection, table: Table, key: str, rows: list[dict]) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(_json_upsert_sql(table, key), {"rows": json.dumps(rows, default=_json_value)})
+        conn.exec_driver_sql(json_upsert_sql(table, key), {"rows": json_rows(rows)})
     else:
         conn.execute(_sqlite_upsert(table, key), rows)
+
+
+def json_rows(rows: list[dict]) -> str:
+    """Rows as the JSON document `json_upsert_sql` takes."""
+    return json.dumps(rows, default=_json_value)
 
 
 def _json_value(value: Any) -> str:
@@ -128,7 +133,8 @@ def _json_value(value: Any) -> str:
 
 
 @cache
-def _json_upsert_sql(table: Table, key: str) -> str:
+def json_upsert_sql(table: Table, key: str) -> str:
+    """PostgreSQL: upsert the rows of the JSON document parameter `rows` by `key`."""
     quote = postgresql.dialect().identifier_preparer.quote
     columns = ", ".join(quote(c.name) for c in table.columns)
     updates = ", ".join(f"{quote(c.name)} = EXCLUDED.{quote(c.name)}" for c in table.columns if c.name != key)

@@ -20,7 +20,7 @@ from events.db import projection_pending_table as pending
 from events.model import AssessmentDeleted, Metadata, RecordedEvent
 from events.service import AssessmentService
 from events.store import EventStore
-from projections.projector import BatchResult, Projection, apply_batch, clear_pending, lock_streams
+from projections.projector import BatchResult, Projection, apply_batch
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ class EventHandler:
         if not events:
             return
         with self.engine.begin() as conn:
-            lock_streams(conn, {e.stream_id for e in events})
-            results = [apply_batch(conn, p, events, self.store.load) for p in self.projections]
-            newly_applied = set().union(*(r.positions for r in results))
-            clear_pending(conn, newly_applied | {e.position for e in events})
+            results = apply_batch(
+                conn, self.projections, events, self.store.load, lock=True, clear_pending=True
+            )
+        newly_applied = set().union(*(r.positions for r in results))
         self._count(results)
         self._observe(events, newly_applied)
         self.cascade(events)

@@ -13,8 +13,17 @@ import pytest
 
 from events.model import RecordedEvent
 from projections import projector
-from projections.assessments import AssessmentRow, evolve_row, row_from_created
-from projections.candidate_keys import ACTIVE, COMPLETED, EXPIRED, PENDING, KeyRow, evolve_keys, fold_keys
+from projections.assessments import AssessmentRow, AssessmentsProjection, evolve_row, row_from_created
+from projections.candidate_keys import (
+    ACTIVE,
+    COMPLETED,
+    EXPIRED,
+    PENDING,
+    CandidateKeysProjection,
+    KeyRow,
+    evolve_keys,
+    fold_keys,
+)
 from projections.catalogue import REQUIRED, InvalidCatalogue, parse_catalogue
 from projections.projector import Projection, Tracked, by_stream, fold_new
 from tests.unit.builders import NOW, created, deleted, issued, recorded, revoked
@@ -291,3 +300,46 @@ def test_a_document_that_is_not_a_list_of_issues_is_an_invalid_catalogue(doc):
 def test_an_entry_that_is_not_an_object_is_an_invalid_catalogue(entry):
     with pytest.raises(InvalidCatalogue):
         parse_catalogue([an_issue(), entry])
+
+
+# --- a projection reads back what it writes --------------------------------------------------
+
+
+def rows_read_back(projection, states) -> list[list[dict]]:
+    """What reading `projection.sources` would return after writing `projection.rows(states)`."""
+    written = projection.rows(states)
+    return [list(written.get(table, [])) for table, _ in projection.sources]
+
+
+@pytest.mark.parametrize(
+    "events_of",
+    [
+        lambda first: [first],
+        lambda first: [first, deleted(first)],
+    ],
+    ids=["created", "deleted"],
+)
+def test_the_assessments_projection_reads_back_the_state_it_wrote(events_of):
+    projection = AssessmentsProjection()
+    first = created()
+    events = [recorded(event, n) for n, event in enumerate(events_of(first), start=1)]
+    state = fold_new(projection, Tracked(events[0].stream_id, 0, None), events)
+    assert projection.states(rows_read_back(projection, [state])) == {state.stream_id: state}
+
+
+def test_the_keys_projection_reads_back_the_state_it_wrote_including_a_stream_without_keys():
+    projection = CandidateKeysProjection()
+    with_keys, without = created(), created()
+    key = issued(with_keys)
+    one = fold_new(
+        projection,
+        Tracked(with_keys.assessment_id, 0, projection.initial(with_keys.assessment_id)),
+        [recorded(e, n) for n, e in enumerate([with_keys, key, issued(with_keys), revoked(key)], start=1)],
+    )
+    other = fold_new(
+        projection,
+        Tracked(without.assessment_id, 0, projection.initial(without.assessment_id)),
+        [recorded(without, 1)],
+    )
+    read = projection.states(rows_read_back(projection, [one, other]))
+    assert read == {one.stream_id: one, other.stream_id: other}

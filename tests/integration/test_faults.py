@@ -15,12 +15,16 @@ from pathlib import Path
 import pytest
 
 from events.broker import ensure_topology
+from events.db import make_engine
+from events.service import AssessmentService
 from events.settings import Settings
+from events.store import PostgresEventStore
 from tests.integration.helpers import (
     assert_projected_exactly,
     assessment_versions,
     candidates,
     create,
+    kill_sessions,
     metadata,
     outbox_count,
     pending_count,
@@ -98,6 +102,31 @@ def test_events_written_while_the_broker_is_unreachable_are_published_and_projec
     assert scalar(system.engine, "SELECT count(*) FROM events") == 50
     assert assessment_versions(system.engine) == {r.stream_id: 1 for r in written}
     assert system.handlers[0].totals.applied == 50
+
+
+def test_a_worker_whose_database_sessions_die_retries_its_batches_and_dead_letters_nothing(
+    system, service, broker, org_id
+):
+    """A lost database is told from a poison batch, whichever way the statement ran (the
+    batch's reads and writes go through psycopg pipelines): the batch is retried, not
+    dead-lettered."""
+    system.start_relay()
+    system.start_worker()
+    before = [create(service, org_id, f"Before {n}") for n in range(20)]
+    wait_until_quiet(system.engine)
+
+    assert kill_sessions(system.engine), "the worker's sessions should have been there to kill"
+    # Through a pool of its own: the one the worker shares is the worker's to heal.
+    writer = make_engine(system.settings.database_url, pool_size=1)
+    try:
+        service = AssessmentService(PostgresEventStore(writer))
+        after = [create(service, org_id, f"After {n}") for n in range(20)]
+        wait_until_quiet(writer, timeout=30)
+        assert assessment_versions(writer) == {r.stream_id: 1 for r in before + after}
+    finally:
+        writer.dispose()
+    assert broker.message_count(f"{system.settings.worker_queue}.dead") == 0
+    assert system.worker.thread.is_alive()
 
 
 @pytest.mark.slow

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import random
 
+import pytest
+from sqlalchemy.exc import OperationalError
+
 from projections.queries import wait_until_projected
 from tests.integration.helpers import (
     assert_projected_exactly,
@@ -12,6 +15,7 @@ from tests.integration.helpers import (
     candidates,
     create,
     key_versions,
+    kill_sessions,
     metadata,
     pending_count,
     rows,
@@ -20,6 +24,7 @@ from tests.integration.helpers import (
     stream_versions,
 )
 from tests.support.wait import wait_for
+from worker.batches import is_transient
 
 PROJECTION_TABLES = ("assessments_view", "candidate_keys_view", "candidate_keys_versions")
 
@@ -189,3 +194,17 @@ def test_two_workers_on_one_queue_project_every_stream_exactly(system, service, 
     assert_projected_exactly(system.engine)
     assert set(assessment_versions(system.engine).values()) == {5}
     assert all(worker.handler.totals.applied > 0 for worker in workers), "both workers took a share"
+
+
+def test_a_session_lost_during_a_batch_is_a_transient_error_not_a_poison_batch(
+    system, service, handler, org_id
+):
+    """The batch's statements run in psycopg pipelines; a lost session must still come out as
+    SQLAlchemy's OperationalError, which the consumer retries instead of dead-lettering."""
+    recorded = [create(service, org_id)]
+    handler.handle(recorded)  # the handler's pooled session now exists
+    assert kill_sessions(system.engine)
+
+    with pytest.raises(OperationalError) as raised:
+        handler.handle(recorded)
+    assert is_transient(raised.value)

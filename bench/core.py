@@ -10,8 +10,8 @@ Measures, in one run and on the same machine:
    round, so a slow spell of the machine hits both alike; the ratio is the median of the
    rounds' ratios;
 3. the time from a `201 Created` to the row being in the projection (p50/p99) at a steady load
-   of 0.25x and 0.5x the baseline's rate, measured again just before (the issue's target is
-   p99 < 100 ms at the load of half the baseline), and flat out.
+   of 0.25x and 0.5x the baseline's rate, each round after a baseline round of its own (the
+   issue's target is p99 < 100 ms at the load of half the baseline), and flat out.
 
 The load generator must not eat the machine it measures: wrk (a C program) makes every load,
 paced ones included (a Lua script schedules the requests), and the 201 -> projected sampler
@@ -319,17 +319,7 @@ def http(database_url: str, args: argparse.Namespace, run_id: str) -> None:
         # Steady loads first: the flat-out rounds leave checkpoints and vacuums behind them,
         # which a steady load of its own would not.
         for share in args.paced:
-            checkpoint(database_url)
-            # The baseline again, just before: the machine's speed drifts within minutes.
-            target = share * load(base_url, token, args.seconds, args.connections)
-            with Sampler(url, token, database_url) as sampler:
-                achieved = load(url, token, args.steady_seconds, args.connections, rate=target)
-            drain(database_url)
-            print(
-                f"steady load at {share:.2f}x the baseline just measured ({target:.0f}/s, achieved "
-                f"{achieved:.0f}/s): 201 -> projected {describe(sampler.samples)}",
-                flush=True,
-            )
+            steady(base_url, url, token, database_url, share, args)
         flat_out_rounds(base_url, url, token, database_url, args)
         with Sampler(url, token, database_url) as sampler:
             achieved = load(url, token, args.seconds, args.connections)
@@ -338,6 +328,31 @@ def http(database_url: str, args: argparse.Namespace, run_id: str) -> None:
         stop_watching.set()
         service.stop()
         baseline.stop()
+
+
+def steady(
+    base_url: str, url: str, token: str, database_url: str, share: float, args: argparse.Namespace
+) -> None:
+    """Rounds of a baseline load, then a steady load at `share` of the rate it reached: the
+    machine's speed drifts by half within minutes, so each steady load follows its own
+    baseline. The 201 -> projected samples of all rounds are taken together."""
+    checkpoint(database_url)
+    samples: list[float] = []
+    for round_number in range(1, args.steady_rounds + 1):
+        target = share * load(base_url, token, args.seconds, args.connections)
+        with Sampler(url, token, database_url) as sampler:
+            achieved = load(url, token, args.steady_seconds, args.connections, rate=target)
+        drain(database_url)
+        samples += sampler.samples
+        print(
+            f"steady load at {share:.2f}x the baseline, round {round_number} ({target:.0f}/s, "
+            f"achieved {achieved:.0f}/s): 201 -> projected {describe(sampler.samples)}",
+            flush=True,
+        )
+    print(
+        f"steady load at {share:.2f}x the baseline, all rounds: 201 -> projected {describe(samples)}",
+        flush=True,
+    )
 
 
 def flat_out_rounds(base_url: str, url: str, token: str, database_url: str, args: argparse.Namespace) -> None:
@@ -392,7 +407,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--steady-seconds", type=float, default=12)
+    parser.add_argument("--steady-seconds", type=float, default=10)
+    parser.add_argument("--steady-rounds", type=int, default=3)
     parser.add_argument(
         "--paced",
         type=float,

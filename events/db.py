@@ -125,10 +125,10 @@ def driver_connection(engine: Engine) -> Iterator[Any]:
 
     Why: SQLAlchemy's work around a statement (a `Connection`, an execution context, result
     metadata) costs about 80 µs of CPU here, as much as the statement itself; a plain psycopg
-    `execute` of prepared SQL costs about 40 µs. What SQLAlchemy would still do is kept: errors
-    come out as its exceptions (as `driver_errors` makes them), and a lost connection throws the whole
-    pool away, so one failed request, not one per pooled connection, finds out that the
-    database restarted."""
+    `execute` of prepared SQL costs about 40 µs. What SQLAlchemy would still do is kept:
+    errors come out as its exceptions (as `driver_errors` makes them), and a lost connection
+    throws the whole pool away, so one failed request, not one per pooled connection, finds out
+    that the database restarted."""
     fairy = engine.raw_connection()
     conn = fairy.driver_connection
     switched = not conn.autocommit

@@ -1,8 +1,9 @@
 """The outbox as the relay sees it: what is unpublished, and marking it published.
 
-`OutboxListener` holds the one session that LISTENs for new rows and the advisory lock that
+`OutboxListener` holds the one session that LISTENs for new rows, the advisory lock that
 makes a single relay active at a time (others wait as hot standbys), which keeps publishing in
-position order without any coordination beyond PostgreSQL.
+position order without any coordination beyond PostgreSQL, and the idle lock that tells the
+appends whether a notification is wanted (`events.db.RELAY_IDLE_LOCK_ID`).
 """
 
 from __future__ import annotations

@@ -12,17 +12,15 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Generic, Protocol, TypeVar
 
 from psycopg.rows import dict_row
 from sqlalchemy import Column, Table, delete, select
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from events.db import driver_errors, projection_pending_table
 from events.model import RecordedEvent
-from projections.tables import json_rows, json_upsert_sql, upsert
+from projections.tables import json_rows, json_upsert_sql, rows_of_streams_sql, upsert
 
 S = TypeVar("S")
 
@@ -184,7 +182,7 @@ def _load_states_pipelined(
         cursors = [
             [
                 driver.cursor(row_factory=dict_row).execute(
-                    _rows_of_streams_sql(table, column.name), (stream_ids,)
+                    rows_of_streams_sql(table, column.name), (stream_ids,)
                 )
                 for table, column in projection.sources
             ]
@@ -215,13 +213,6 @@ def save(conn: Connection, writes: Mapping[Table, list[dict]], applied: Collecti
 
 def _key(table: Table) -> str:
     return table.primary_key.columns.values()[0].name
-
-
-@cache
-def _rows_of_streams_sql(table: Table, stream_column: str) -> str:
-    quote = postgresql.dialect().identifier_preparer.quote
-    columns = ", ".join(quote(c.name) for c in table.columns)
-    return f"SELECT {columns} FROM {quote(table.name)} WHERE {quote(stream_column)} = ANY(%s)"
 
 
 def _contiguous(version: int, events: Sequence[RecordedEvent]) -> bool:

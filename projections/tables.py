@@ -132,16 +132,28 @@ def _json_value(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not a column value")
 
 
+_quote = postgresql.dialect().identifier_preparer.quote
+
+
+@cache
+def rows_of_streams_sql(table: Table, stream_column: str) -> str:
+    """PostgreSQL: the table's rows of the streams in the array parameter."""
+    columns = ", ".join(_quote(c.name) for c in table.columns)
+    return f"SELECT {columns} FROM {_quote(table.name)} WHERE {_quote(stream_column)} = ANY(%s)"
+
+
 @cache
 def json_upsert_sql(table: Table, key: str) -> str:
     """PostgreSQL: upsert the rows of the JSON document parameter `rows` by `key`."""
-    quote = postgresql.dialect().identifier_preparer.quote
-    columns = ", ".join(quote(c.name) for c in table.columns)
-    updates = ", ".join(f"{quote(c.name)} = EXCLUDED.{quote(c.name)}" for c in table.columns if c.name != key)
+    columns = ", ".join(_quote(c.name) for c in table.columns)
+    updates = ", ".join(
+        f"{_quote(c.name)} = EXCLUDED.{_quote(c.name)}" for c in table.columns if c.name != key
+    )
+    name = _quote(table.name)
     return (
-        f"INSERT INTO {quote(table.name)} ({columns}) "
-        f"SELECT {columns} FROM jsonb_populate_recordset(NULL::{quote(table.name)}, CAST(%(rows)s AS jsonb)) "
-        f"ON CONFLICT ({quote(key)}) DO UPDATE SET {updates}"
+        f"INSERT INTO {name} ({columns}) "
+        f"SELECT {columns} FROM jsonb_populate_recordset(NULL::{name}, CAST(%(rows)s AS jsonb)) "
+        f"ON CONFLICT ({_quote(key)}) DO UPDATE SET {updates}"
     )
 
 

@@ -10,11 +10,12 @@ consumer tolerates (delivery is at-least-once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pika
 import psycopg
@@ -60,6 +61,36 @@ def message_properties(recorded: RecordedEvent | StoredEvent) -> pika.BasicPrope
     )
 
 
+class CoalescingConnection(SelectConnection):
+    """A `SelectConnection` that can send a batch of publishes in one write.
+
+    pika hands each frame to the socket with a `send()` of its own, three per message, and on
+    a fast link each one wakes the broker to read it: a batch of 20 events cost 60 system
+    calls on each side. Within `coalesced()`, frames are held and leave together.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._held: list[bytes] | None = None
+        super().__init__(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def coalesced(self) -> Iterator[None]:
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held:
+                super()._adapter_emit_data(b"".join(held))
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        """pika's hook for an adapter to send bytes (see `pika.connection.Connection`)."""
+        if self._held is None:
+            super()._adapter_emit_data(data)
+        else:
+            self._held.append(data)
+
+
 class Relay:
     def __init__(
         self,
@@ -82,7 +113,7 @@ class Relay:
         self._idle = False
         self.published = 0
         self._stop = threading.Event()
-        self._connection: SelectConnection | None = None
+        self._connection: CoalescingConnection | None = None
         self._channel = None
         self._listener: OutboxListener | None = None
         self._unconfirmed: dict[int, tuple[StoredEvent, float]] = {}  # delivery tag -> (event, sent at)
@@ -131,7 +162,7 @@ class Relay:
             return
         self._failure = None
         self._on_ready = on_ready
-        self._connection = SelectConnection(
+        self._connection = CoalescingConnection(
             connection_parameters(self.broker_url),
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_connection_error,
@@ -277,16 +308,17 @@ class Relay:
         except psycopg.Error as error:
             self._lost_session(error)
             return
-        for stored in batch:
-            self._next_tag += 1
-            self._unconfirmed[self._next_tag] = (stored, time.perf_counter())
-            self._channel.basic_publish(
-                exchange=self.exchange,
-                routing_key=messages.routing_key(stored.type_name),
-                body=messages.encode_stored(stored),
-                properties=message_properties(stored),
-                mandatory=True,
-            )
+        with self._connection.coalesced():
+            for stored in batch:
+                self._next_tag += 1
+                self._unconfirmed[self._next_tag] = (stored, time.perf_counter())
+                self._channel.basic_publish(
+                    exchange=self.exchange,
+                    routing_key=messages.routing_key(stored.type_name),
+                    body=messages.encode_stored(stored),
+                    properties=message_properties(stored),
+                    mandatory=True,
+                )
 
     def _on_confirm(self, frame) -> None:
         method = frame.method

@@ -355,6 +355,7 @@ def relay(settings: Settings, allow_embedded: bool, metrics_port: int | None) ->
         settings.worker_queue,
         batch_size=settings.relay_batch_size,
         linger_seconds=settings.relay_linger_ms / 1000,
+        batch_interval_seconds=settings.relay_batch_interval_ms / 1000,
     )
     _stop_on_signals(process.stop)
     with _metrics_served(metrics_port):

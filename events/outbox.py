@@ -49,6 +49,17 @@ _UNPUBLISHED_SQL = f"""
     ORDER BY position
     """
 _MARK_PUBLISHED_SQL = "DELETE FROM outbox WHERE position = ANY(CAST(%s AS bigint[]))"
+#: Both in one statement. The SELECT reads the snapshot from before the DELETE, so it leaves
+#: the deleted rows out itself.
+_ADVANCE_SQL = f"""
+    WITH published AS (DELETE FROM outbox WHERE position = ANY(CAST(%(published)s AS bigint[])))
+    SELECT {", ".join(_STORED_COLUMNS)} FROM events
+    WHERE position = ANY(ARRAY(
+        SELECT position FROM outbox WHERE position <> ALL(CAST(%(published)s AS bigint[]))
+        ORDER BY position LIMIT %(limit)s
+    ))
+    ORDER BY position
+    """
 
 
 class SqlOutbox:
@@ -77,6 +88,11 @@ class SqlOutbox:
         with self.autocommit.connect() as conn:
             conn.execute(delete(outbox_table).where(outbox_table.c.position.in_(positions)))
 
+    def advance(self, published: Sequence[int], limit: int) -> list[StoredEvent]:
+        """Remove the `published` rows, then read up to `limit` unpublished ones."""
+        self.mark_published(published)
+        return self.unpublished(limit) if limit else []
+
     def backlog(self) -> int:
         with self.autocommit.connect() as conn:
             return conn.scalar(select(func.count()).select_from(outbox_table)) or 0
@@ -94,6 +110,14 @@ class PostgresOutbox(SqlOutbox):
         if positions:
             with driver_connection(self.engine) as conn:
                 conn.execute(_MARK_PUBLISHED_SQL, (list(positions),))
+
+    def advance(self, published: Sequence[int], limit: int) -> list[StoredEvent]:
+        """One round trip instead of two: the relay does this after every batch."""
+        if not published or not limit:
+            return SqlOutbox.advance(self, published, limit)
+        with driver_connection(self.engine) as conn:
+            rows = conn.execute(_ADVANCE_SQL, {"published": list(published), "limit": limit})
+            return [StoredEvent(*row) for row in rows]
 
     def listener(self) -> OutboxListener:
         return OutboxListener(libpq_url(self.engine))

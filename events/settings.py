@@ -24,6 +24,8 @@ class Settings:
     relay_batch_size: int = 500
     #: How long the relay, woken from idle, lets appends gather before it reads a batch.
     relay_linger_ms: float = 2.0
+    #: Under load, the least time between two reads of the outbox, so that each serves many events.
+    relay_batch_interval_ms: float = 15.0
     #: How long the worker lets deliveries gather into one transaction.
     worker_linger_ms: float = 5.0
     log_level: str = "INFO"
@@ -46,6 +48,7 @@ class Settings:
             "worker_prefetch": _int(env.get("ASSESSMENTS_WORKER_PREFETCH")),
             "relay_batch_size": _int(env.get("ASSESSMENTS_RELAY_BATCH_SIZE")),
             "relay_linger_ms": _float(env.get("ASSESSMENTS_RELAY_LINGER_MS")),
+            "relay_batch_interval_ms": _float(env.get("ASSESSMENTS_RELAY_BATCH_INTERVAL_MS")),
             "worker_linger_ms": _float(env.get("ASSESSMENTS_WORKER_LINGER_MS")),
             "log_level": env.get("ASSESSMENTS_LOG_LEVEL"),
         }

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 
 from events.db import OUTBOX_CHANNEL, RELAY_IDLE_LOCK_ID, libpq_url
-from events.outbox import _UNPUBLISHED_SQL, OutboxListener, PostgresOutbox
+from events.outbox import _ADVANCE_SQL, _UNPUBLISHED_SQL, OutboxListener, PostgresOutbox
 from tests.integration.helpers import create
 
 
@@ -27,30 +27,62 @@ def fill_store_directly(conn: psycopg.Connection, count: int) -> None:
     )
 
 
-def blocks_read(conn: psycopg.Connection, limit: int) -> int:
-    plan = conn.execute(
-        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _UNPUBLISHED_SQL.replace("%s", str(limit))
-    ).fetchone()[0]
+def blocks_read(conn: psycopg.Connection, sql: str, params) -> int:
+    statement = psycopg.ClientCursor(conn).mogrify(sql, params)
+    plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement).fetchone()[0]
     top = (plan if isinstance(plan, list) else json.loads(plan))[0]
     return top["Plan"]["Shared Hit Blocks"] + top["Plan"]["Shared Read Blocks"]
+
+
+def mislead_the_planner(conn: psycopg.Connection) -> None:
+    """A store of 30,000 events and statistics from a moment the outbox was long, as under
+    load: what misled the planner into scanning the store."""
+    fill_store_directly(conn, 30_000)
+    conn.execute("INSERT INTO outbox SELECT position FROM events")
+    conn.execute("ANALYZE outbox")
+    conn.execute("ANALYZE events")
+    conn.execute("DELETE FROM outbox")
+
+
+def store_pages(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT relpages FROM pg_class WHERE relname = 'events'").fetchone()[0]
 
 
 def test_reading_the_outbox_costs_what_the_outbox_holds_not_what_the_store_holds(system, service, org_id):
     outbox = PostgresOutbox(system.engine)
     with psycopg.connect(libpq_url(system.engine), autocommit=True) as conn:
-        fill_store_directly(conn, 30_000)
-        # Statistics from a moment the outbox was long, as under load: what misled the planner.
-        conn.execute("INSERT INTO outbox SELECT position FROM events")
-        conn.execute("ANALYZE outbox")
-        conn.execute("ANALYZE events")
-        conn.execute("DELETE FROM outbox")
+        mislead_the_planner(conn)
         waiting = [create(service, org_id, f"late {n}") for n in range(3)]
 
         assert [e.event_id for e in outbox.unpublished(500)] == [r.event_id for r in waiting]
         # The outbox's index (dead entries included, until a vacuum) and three events' pages;
         # a join that scans the store reads all of its pages.
-        store_pages = conn.execute("SELECT relpages FROM pg_class WHERE relname = 'events'").fetchone()[0]
-        assert blocks_read(conn, 500) < store_pages / 4
+        assert blocks_read(conn, _UNPUBLISHED_SQL, (500,)) < store_pages(conn) / 4
+
+
+def test_advancing_removes_the_published_rows_and_reads_the_next_ones(system, service, org_id):
+    outbox = PostgresOutbox(system.engine)
+    recorded = [create(service, org_id, f"event {n}") for n in range(5)]
+    first = outbox.advance([], 2)
+    assert [e.event_id for e in first] == [r.event_id for r in recorded[:2]]
+
+    second = outbox.advance([e.position for e in first], 2)
+
+    assert [e.event_id for e in second] == [r.event_id for r in recorded[2:4]]
+    assert [e.event_id for e in outbox.unpublished(10)] == [r.event_id for r in recorded[2:]]
+    assert outbox.advance([e.position for e in second], 0) == []
+    assert [e.event_id for e in outbox.unpublished(10)] == [recorded[4].event_id]
+
+
+def test_advancing_costs_what_the_outbox_holds_not_what_the_store_holds(system, service, org_id):
+    with psycopg.connect(libpq_url(system.engine), autocommit=True) as conn:
+        mislead_the_planner(conn)
+        waiting = [create(service, org_id, f"late {n}") for n in range(4)]
+        outbox = PostgresOutbox(system.engine)
+        params = {"published": [e.position for e in outbox.unpublished(2)], "limit": 500}
+        assert blocks_read(conn, _ADVANCE_SQL, params) < store_pages(conn) / 4
+        # EXPLAIN ANALYZE ran it: the two are gone.
+        assert [e.event_id for e in outbox.unpublished(10)] == [r.event_id for r in waiting[2:]]
 
 
 # --- waking the relay: appends notify only an idle relay -------------------------------------

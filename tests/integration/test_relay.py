@@ -4,6 +4,7 @@ order, and leaves the outbox only once the broker confirmed it."""
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 
 import pika
@@ -90,3 +91,30 @@ def test_relay_keeps_publishing_after_its_database_sessions_are_killed(system, s
     assert {r.event_id for r in after_kill} <= {r.event_id for r in published}
     assert relay.published >= 11
     assert system.relay.thread.is_alive()
+
+
+def test_under_load_the_relay_reads_at_most_once_per_batch_interval(system, service, broker, org_id):
+    tap = broker.tap(f"{system.settings.worker_queue}.tap")
+    system.start_relay(batch_interval_seconds=0.6)
+    create(service, org_id)
+    broker.take(tap, 1)  # read, published and confirmed: the interval runs from that read
+
+    second = create(service, org_id)
+    committed_at = time.monotonic()
+
+    # Not even the relay's 0.2 s safety-net poll may read before the interval is over.
+    while time.monotonic() - committed_at < 0.3:
+        assert broker.get(tap) is None, "read again before the batch interval was over"
+        time.sleep(0.02)
+    assert broker.take_events(tap, [second.event_id], timeout=5)
+
+
+def test_a_full_batch_is_followed_at_once_whatever_the_batch_interval(system, service, broker, org_id):
+    tap = broker.tap(f"{system.settings.worker_queue}.tap")
+    backlog = [create(service, org_id) for _ in range(5)]
+    system.start_relay(batch_size=2, batch_interval_seconds=30)
+
+    # Two full batches, then the rest, well within the interval.
+    published = broker.take_events(tap, [r.event_id for r in backlog], timeout=5)
+
+    assert [r.event_id for r in published] == [r.event_id for r in backlog]

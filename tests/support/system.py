@@ -58,13 +58,13 @@ class System:
         self.engine = make_engine(self.settings.database_url, pool_size=5)
         self.store = PostgresEventStore(self.engine)
 
-    def start_relay(self, broker_url: str | None = None) -> Relay:
+    def start_relay(self, broker_url: str | None = None, **options) -> Relay:
         relay = Relay(
             PostgresOutbox(self.engine),
             broker_url or self.settings.broker_url,
             self.settings.exchange,
             self.settings.worker_queue,
-            poll_seconds=0.2,
+            **{"poll_seconds": 0.2, **options},
         )
         self.relay = Running(relay, "relay")
         return relay

@@ -17,6 +17,7 @@ ENV = {
     "ASSESSMENTS_WORKER_PREFETCH": "100",
     "ASSESSMENTS_RELAY_BATCH_SIZE": "50",
     "ASSESSMENTS_RELAY_LINGER_MS": "0.5",
+    "ASSESSMENTS_RELAY_BATCH_INTERVAL_MS": "25",
     "ASSESSMENTS_WORKER_LINGER_MS": "20",
     "ASSESSMENTS_LOG_LEVEL": "DEBUG",
 }
@@ -34,6 +35,7 @@ def test_every_assessments_variable_is_read_with_its_type():
         worker_prefetch=100,
         relay_batch_size=50,
         relay_linger_ms=0.5,
+        relay_batch_interval_ms=25.0,
         worker_linger_ms=20.0,
         log_level="DEBUG",
     )

@@ -349,7 +349,9 @@ def relay(settings: Settings, allow_embedded: bool, metrics_port: int | None) ->
     """Publish the outbox to RabbitMQ (one active relay per database; others stand by)."""
     refuse_embedded(settings, allow_embedded)
     process = Relay(
-        PostgresOutbox(make_engine(settings.database_url, pool_size=2, autocommit=True)),
+        PostgresOutbox(
+            make_engine(settings.database_url, pool_size=2, autocommit=True, durable_commits=False)
+        ),
         settings.broker_url,
         settings.exchange,
         settings.worker_queue,

@@ -96,13 +96,20 @@ RELAY_IDLE_LOCK_ID = 0x72656C79  # "rely"
 _AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-def make_engine(database_url: str, pool_size: int = 10, autocommit: bool = False) -> Engine:
+def make_engine(
+    database_url: str, pool_size: int = 10, autocommit: bool = False, durable_commits: bool = True
+) -> Engine:
     """`autocommit=True` (PostgreSQL only) for a process that runs nothing but single
     statements, like the API: none of them pays for BEGIN and COMMIT round trips, or for
-    switching a pooled connection to autocommit and back (see `autocommit`)."""
+    switching a pooled connection to autocommit and back (see `autocommit`).
+
+    `durable_commits=False` (PostgreSQL only): a commit returns before its WAL is on disk, so
+    it never waits behind other sessions' flushes; a crash may undo the last commits. Only for
+    writes whose loss is harmless: the relay's deletes of published outbox rows (an undone
+    delete publishes its event once more, and consumers skip duplicates)."""
     if database_url.startswith("sqlite"):
         return _sqlite_engine(database_url)
-    engine = _postgres_engine(database_url, pool_size, autocommit)
+    engine = _postgres_engine(database_url, pool_size, autocommit, durable_commits)
     if autocommit:
         _AUTOCOMMIT_ENGINES.add(engine)
     return engine
@@ -171,7 +178,7 @@ def _as_sqlalchemy_error(engine: Engine, conn: Any, error: Exception) -> DBAPIEr
     )
 
 
-def _postgres_engine(database_url: str, pool_size: int, autocommit: bool) -> Engine:
+def _postgres_engine(database_url: str, pool_size: int, autocommit: bool, durable_commits: bool) -> Engine:
     """No pre-ping: it would cost a round trip per checkout on the hot path. A connection
     found dead (after a database restart) invalidates the whole pool at once; the API answers
     that one request with a 503, the relay and the worker retry."""
@@ -184,7 +191,10 @@ def _postgres_engine(database_url: str, pool_size: int, autocommit: bool) -> Eng
         max_overflow=pool_size,
         pool_recycle=1800,
         hide_parameters=True,  # errors must not quote parameters: they may hold candidate keys
-        connect_args={"connect_timeout": 5},  # an unreachable host fails fast (readiness, CLI)
+        connect_args={
+            "connect_timeout": 5,  # an unreachable host fails fast (readiness, CLI)
+            **({} if durable_commits else {"options": "-c synchronous_commit=off"}),
+        },
         **options,
     )
 

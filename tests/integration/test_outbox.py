@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import psycopg
 
-from events.db import OUTBOX_CHANNEL, RELAY_IDLE_LOCK_ID, libpq_url
+from events.db import OUTBOX_CHANNEL, RELAY_IDLE_LOCK_ID, driver_connection, libpq_url, make_engine
 from events.outbox import _ADVANCE_SQL, _UNPUBLISHED_SQL, OutboxListener, PostgresOutbox
 from tests.integration.helpers import create
 
@@ -149,3 +149,17 @@ def test_a_relay_under_load_is_not_woken_by_every_append(system, service, broker
         broker.take_events(tap, [r.event_id for r in created])
         woken = notifications(conn, within=0.1)
     assert 1 <= woken < 100, woken
+
+
+def test_only_an_engine_made_for_harmless_writes_commits_without_waiting_for_the_flush(system):
+    """The relay's (its deletes of published rows may be undone by a crash: the events are
+    published again); every other engine's commits are durable."""
+    relays = make_engine(system.settings.database_url, pool_size=1, autocommit=True, durable_commits=False)
+    others = make_engine(system.settings.database_url, pool_size=1, autocommit=True)
+    try:
+        for engine, expected in ((relays, "off"), (others, "on")):
+            with driver_connection(engine) as conn:
+                assert conn.execute("SHOW synchronous_commit").fetchone()[0] == expected
+    finally:
+        relays.dispose()
+        others.dispose()

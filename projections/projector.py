@@ -101,16 +101,19 @@ def apply_batch(
     *,
     lock: bool = False,
     clear_pending: bool = False,
+    commit: bool = False,
 ) -> list[BatchResult]:
     """Apply a batch of events to every projection in the caller's transaction. `lock` takes
     the batch's stream locks first (the worker: several may run); `clear_pending` deletes the
-    events' pending rows with the writes (read-your-writes waits on them).
+    events' pending rows with the writes (read-your-writes waits on them); `commit` ends the
+    transaction with the writes (the caller's own commit then has nothing left to do).
 
-    On PostgreSQL the whole batch is three round trips however many tables and rows it
-    touches: the locks and every projection's reads in one pipeline, the writes in another,
-    then the commit. Under load a round trip costs milliseconds of waiting for a CPU, and the
-    dozen the batch used to take made up most of a 201's way to the projection. (SQLite, in
-    `assessments dev`, takes no locks: it has one writer at a time anyway.)"""
+    On PostgreSQL the whole batch is two round trips however many tables and rows it
+    touches: the locks and every projection's reads in one pipeline, the writes and the
+    COMMIT in another. Under load a round trip costs milliseconds of waiting for a CPU, and
+    the dozen the batch used to take made up most of a 201's way to the projection. (SQLite,
+    in `assessments dev`, takes no locks: it has one writer at a time anyway; the caller
+    commits.)"""
     events = list(events)
     streams = by_stream(events)
     states = load_states(conn, projections, list(streams), lock=lock)
@@ -123,7 +126,7 @@ def apply_batch(
     applied = (
         set().union(*(r.positions for r in results), (e.position for e in events)) if clear_pending else ()
     )
-    save(conn, writes, applied)
+    save(conn, writes, applied, commit=commit)
     return results
 
 
@@ -194,9 +197,12 @@ def _load_states_pipelined(
     ]
 
 
-def save(conn: Connection, writes: Mapping[Table, list[dict]], applied: Collection[int] = ()) -> None:
+def save(
+    conn: Connection, writes: Mapping[Table, list[dict]], applied: Collection[int] = (), commit: bool = False
+) -> None:
     """Upsert the rows (by each table's primary key) and delete the `applied` events' pending
-    rows: on PostgreSQL in one pipeline."""
+    rows: on PostgreSQL in one pipeline, with the COMMIT if `commit` (psycopg then sees the
+    session idle, so SQLAlchemy's commit of the caller's transaction sends nothing)."""
     if conn.dialect.name != "postgresql":
         for table, rows in writes.items():
             upsert(conn, table, _key(table), rows)
@@ -209,6 +215,8 @@ def save(conn: Connection, writes: Mapping[Table, list[dict]], applied: Collecti
                 driver.execute(json_upsert_sql(table, _key(table)), {"rows": json_rows(rows)})
         if applied:
             driver.execute(_CLEAR_PENDING_SQL, (list(applied),))
+        if commit:
+            driver.execute("COMMIT")
 
 
 def _key(table: Table) -> str:

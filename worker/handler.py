@@ -54,7 +54,7 @@ class EventHandler:
             return
         with self.engine.begin() as conn:
             results = apply_batch(
-                conn, self.projections, events, self.store.load, lock=True, clear_pending=True
+                conn, self.projections, events, self.store.load, lock=True, clear_pending=True, commit=True
             )
         newly_applied = set().union(*(r.positions for r in results))
         self._count(results)

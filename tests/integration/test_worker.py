@@ -6,8 +6,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from psycopg import pq
 from sqlalchemy.exc import OperationalError
 
+from projections import default_projections
+from projections.projector import apply_batch
 from projections.queries import wait_until_projected
 from tests.integration.helpers import (
     assert_projected_exactly,
@@ -208,3 +211,13 @@ def test_a_session_lost_during_a_batch_is_a_transient_error_not_a_poison_batch(
     with pytest.raises(OperationalError) as raised:
         handler.handle(recorded)
     assert is_transient(raised.value)
+
+
+def test_a_batch_commits_with_its_writes_and_leaves_nothing_for_the_callers_commit(system, service, org_id):
+    created = create(service, org_id)
+    with system.engine.begin() as conn:
+        apply_batch(conn, default_projections(), [created], service.store.load, lock=True, commit=True)
+        driver = conn.connection.driver_connection
+        assert driver.info.transaction_status == pq.TransactionStatus.IDLE
+        # Visible to another session before the caller's own commit, which has nothing to do.
+        assert assessment_versions(system.engine) == {created.stream_id: 1}

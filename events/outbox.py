@@ -114,7 +114,7 @@ class PostgresOutbox(SqlOutbox):
     def advance(self, published: Sequence[int], limit: int) -> list[StoredEvent]:
         """One round trip instead of two: the relay does this after every batch."""
         if not published or not limit:
-            return SqlOutbox.advance(self, published, limit)
+            return super().advance(published, limit)
         with driver_connection(self.engine) as conn:
             rows = conn.execute(_ADVANCE_SQL, {"published": list(published), "limit": limit})
             return [StoredEvent(*row) for row in rows]

@@ -270,18 +270,18 @@ class Relay:
         except psycopg.Error as error:
             self._lost_session(error)
             return
-        self._linger()
+        self._linger(self.linger_seconds)
 
     def _lost_session(self, error: Exception) -> None:
         log.warning("relay lost its database session: %r", error)
         self._failure = error
         self._close()
 
-    def _linger(self) -> None:
+    def _linger(self, seconds: float) -> None:
         """Let a few more appends commit before reading: one batch of confirms for many events."""
         if not self._lingering:
             self._lingering = True
-            self._connection.ioloop.call_later(self.linger_seconds, self._publish_after_linger)
+            self._connection.ioloop.call_later(seconds, self._publish_after_linger)
 
     def _publish_after_linger(self) -> None:
         self._lingering = False
@@ -383,8 +383,7 @@ class Relay:
         if self._batch_length >= self.batch_size or wait <= 0:
             self._publish_batch()
         else:
-            self._lingering = True
-            self._connection.ioloop.call_later(wait, self._publish_after_linger)
+            self._linger(wait)
 
     def _count_published(self, published: Sequence[StoredEvent]) -> None:
         self.published += len(published)

@@ -1,18 +1,38 @@
 """A TCP proxy in front of a real server, so a test can cut the network and bring it back.
 
-The service under test connects to the proxy's port; `cut()` drops every live connection and
-refuses new ones (what a broker outage looks like from the client), `restore()` lets
-connections through again. The server itself is never touched.
+The service under test connects to the proxy's port. `cut()` drops every live connection
+and turns new ones away until `restore()`, in one of the ways an outage looks from the
+client: `CLOSE` (accepted, then closed), `RESET` (accepted, then reset at once: a TCP load
+balancer with no live node behind it) or `REFUSE` (nothing listens: connection refused).
+`blackhole()` drops the port's packets in the kernel instead (a network partition; see
+`tests.support.netfilter`). The server itself is never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import socket
+import struct
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
+from tests.support.netfilter import Blackhole
+
 ACCEPT_POLL_SECONDS = 0.05
+
+
+class Refusal(enum.Enum):
+    CLOSE = "close"
+    RESET = "reset"
+    REFUSE = "refuse"
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with an RST instead of a FIN (SO_LINGER on, zero seconds)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
 
 
 class _Link:
@@ -40,15 +60,15 @@ class _Link:
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int = 0) -> None:
         self.target = (target_host, target_port)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(ACCEPT_POLL_SECONDS)
+        self._server: socket.socket | None = self._listen(port)
         self.port: int = self._server.getsockname()[1]
         self._lock = threading.Lock()
         self._links: set[_Link] = set()
         self._all_closed = threading.Condition(self._lock)
-        self._refusing = False
+        self._refusing: Refusal | None = None
+        self._blackhole = Blackhole(self.port)
         self._closing = threading.Event()
         self.accepted = 0
         self.refused = 0
@@ -69,11 +89,11 @@ class TcpProxy:
 
     # --- faults -------------------------------------------------------------------------
 
-    def cut(self, timeout: float = 5.0) -> None:
-        """Drop every live connection and refuse new ones until `restore()`. Returns once every
-        dropped connection is fully closed."""
+    def cut(self, how: Refusal = Refusal.CLOSE, timeout: float = 5.0) -> None:
+        """Drop every live connection and turn new ones away (`how`) until `restore()`.
+        Returns once every dropped connection is fully closed."""
         with self._lock:
-            self._refusing = True
+            self._refusing = how
             links = list(self._links)
         for link in links:
             link.shutdown()
@@ -81,9 +101,15 @@ class TcpProxy:
             if not self._all_closed.wait_for(lambda: not self._links, timeout):
                 raise RuntimeError("proxy connections did not close")
 
+    def blackhole(self) -> None:
+        """Every packet to or from the proxy's port vanishes, live connections' too, until
+        `restore()`: neither side hears from the other, as in a network partition."""
+        self._blackhole.drop()
+
     def restore(self) -> None:
+        self._blackhole.restore()
         with self._lock:
-            self._refusing = False
+            self._refusing = None
 
     @property
     def live_connections(self) -> int:
@@ -91,10 +117,12 @@ class TcpProxy:
             return len(self._links)
 
     def close(self) -> None:
+        self._blackhole.restore()
         self._closing.set()
         self._acceptor.join(5)
         self.cut()
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
 
     def __enter__(self) -> TcpProxy:
         return self
@@ -104,8 +132,31 @@ class TcpProxy:
 
     # --- forwarding ---------------------------------------------------------------------
 
+    def _stop_listening(self) -> None:
+        """Nothing listens on the port while refusing: a connect gets ECONNREFUSED. The port
+        stays ours in practice (the kernel does not hand a closed listening port to others'
+        ephemeral connects while we re-listen within moments)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            self.refused += 1
+        self._closing.wait(ACCEPT_POLL_SECONDS)
+
+    @staticmethod
+    def _listen(port: int) -> socket.socket:
+        server = socket.create_server(("127.0.0.1", port), reuse_port=False)
+        server.settimeout(ACCEPT_POLL_SECONDS)
+        return server
+
     def _accept_loop(self) -> None:
         while not self._closing.is_set():
+            with self._lock:
+                refusing = self._refusing
+            if refusing is Refusal.REFUSE:
+                self._stop_listening()
+                continue
+            if self._server is None:
+                self._server = self._listen(self.port)
             try:
                 client, _ = self._server.accept()
             except TimeoutError:
@@ -115,9 +166,9 @@ class TcpProxy:
             client.settimeout(None)
             with self._lock:
                 refusing = self._refusing
-            if refusing:
+            if refusing is not None:
                 self.refused += 1
-                client.close()
+                _reset(client) if refusing is Refusal.RESET else client.close()
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)

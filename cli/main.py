@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from api import auth
 from events import logs, metrics
+from events.broker import BrokerMisconfigured
 from events.db import ensure_database, is_embedded, make_engine
 from events.outbox import PostgresOutbox
 from events.relay import Relay
@@ -49,14 +50,24 @@ def configure_logging(level: str, command: str | None = None) -> None:
         raise click.UsageError(f"ASSESSMENTS_LOG_FORMAT: {error}") from None
 
 
+class Misconfigured(click.ClickException):
+    """A setting to fix: exit status 78 (EX_CONFIG), which a supervisor can be told not to
+    restart on (systemd's RestartPreventExitStatus=78)."""
+
+    exit_code = 78
+
+
 class Cli(click.Group):
-    """Turns an unreachable database into one readable line instead of a traceback."""
+    """Turns an unreachable database or a broker that refuses our settings into one readable
+    line instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except OperationalError as error:
             raise click.ClickException(f"cannot reach the database: {error.orig}") from None
+        except BrokerMisconfigured as error:
+            raise Misconfigured(str(error)) from None
 
 
 @click.group(cls=Cli)

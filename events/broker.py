@@ -1,23 +1,37 @@
-"""RabbitMQ topology and connection parameters shared by the relay and the worker.
+"""RabbitMQ topology, connection parameters, and which broker failures are worth a retry.
 
-Both declare the whole topology (idempotent in RabbitMQ), so whichever starts first makes sure
-no event is published to an exchange with the worker's queue missing.
+Both the relay and the worker declare the whole topology (idempotent in RabbitMQ), so whichever
+starts first makes sure no event is published to an exchange with the worker's queue missing.
+
+A long-running process must outlive every broker failure that can heal: a forced close (a
+restart, a node failover, `rabbitmqctl close_all_connections`), a reset, a refused connect, a
+lost network, a missed heartbeat. Only a refusal that no amount of waiting cures (wrong
+credentials, a missing virtual host, missing permissions, a queue declared elsewhere with other
+arguments) ends it, as `BrokerMisconfigured`, one line that names the setting to fix.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from urllib.parse import unquote, urlsplit
+
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import (
-    AMQPConnectionError,
+    AMQPError,
+    AuthenticationError,
     ChannelClosedByBroker,
-    ConnectionClosedByBroker,
+    ProbableAccessDeniedError,
+    ProbableAuthenticationError,
 )
 
-#: Errors where waiting and reconnecting can help (broker restarting, network cut). Errors
-#: the broker raises about our own requests (ACCESS_REFUSED, PRECONDITION_FAILED) are not.
-RETRYABLE_BROKER_ERRORS = (AMQPConnectionError, ConnectionResetError, OSError)
-FATAL_BROKER_ERRORS = (ChannelClosedByBroker, ConnectionClosedByBroker)
+ACCESS_REFUSED = 403
+PRECONDITION_FAILED = 406
+
+
+class BrokerMisconfigured(Exception):
+    """The broker refused this process for a reason only a change of settings can cure."""
 
 
 def connection_parameters(broker_url: str) -> pika.URLParameters:
@@ -29,21 +43,96 @@ def connection_parameters(broker_url: str) -> pika.URLParameters:
     return params
 
 
+def is_recoverable(error: BaseException) -> bool:
+    """Whether reconnecting may cure `error`: any failure of the connection or the channel,
+    except the refusals `misconfiguration` recognises."""
+    if misconfiguration(error) is not None:
+        return False
+    return isinstance(error, AMQPError | OSError) or _is_unconnected_socket(error)
+
+
+def misconfiguration(error: BaseException, broker_url: str = "") -> BrokerMisconfigured | None:
+    """The setting to fix, when `error` is a refusal that waiting cannot cure.
+
+    pika reports a connection closed during the handshake as a "probable" authentication or
+    access error even when the network dropped it (a broker restarting mid-handshake): only
+    the broker's own reply code makes it certain."""
+    user, vhost = _user_and_vhost(broker_url)
+    if isinstance(error, AuthenticationError) or (
+        isinstance(error, ProbableAuthenticationError) and "ACCESS_REFUSED" in str(error)
+    ):
+        return BrokerMisconfigured(
+            f"ASSESSMENTS_BROKER_URL: RabbitMQ refused the login of user {user!r} (wrong user or password)"
+        )
+    if isinstance(error, ProbableAccessDeniedError) and "NOT_ALLOWED" in str(error):
+        return BrokerMisconfigured(
+            f"ASSESSMENTS_BROKER_URL: virtual host {vhost!r} does not exist or user {user!r} may not use it"
+        )
+    if isinstance(error, ChannelClosedByBroker) and error.reply_code == ACCESS_REFUSED:
+        return BrokerMisconfigured(
+            f"ASSESSMENTS_BROKER_URL: user {user!r} lacks a permission: {error.reply_text}"
+        )
+    if isinstance(error, BrokerMisconfigured):
+        return error
+    return None
+
+
+@contextlib.contextmanager
+def naming_misconfiguration(broker_url: str) -> Iterator[None]:
+    """A refusal that waiting cannot cure comes out as `BrokerMisconfigured`, naming the
+    setting to fix; every other error as it is."""
+    try:
+        yield
+    except Exception as error:
+        problem = misconfiguration(error, broker_url)
+        if problem is None or problem is error:
+            raise
+        raise problem from error
+
+
+def _is_unconnected_socket(error: BaseException) -> bool:
+    """pika raises a bare ValueError when a connect succeeds and the peer resets it before
+    the handshake starts (a TCP load balancer with no live node behind it does that)."""
+    return isinstance(error, ValueError) and "Expected connected socket" in str(error)
+
+
+def _user_and_vhost(broker_url: str) -> tuple[str, str]:
+    parts = urlsplit(broker_url)
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return unquote(parts.username or "guest"), vhost
+
+
 def declare_topology(channel: BlockingChannel, exchange: str, worker_queue: str) -> None:
     """The durable topic exchange, the worker's durable queue bound to every event, and its
     dead-letter queue for messages the worker gives up on."""
     dead_letters = f"{worker_queue}.dead"
-    channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
-    channel.queue_declare(queue=dead_letters, durable=True)
-    channel.queue_declare(
-        queue=worker_queue,
-        durable=True,
-        arguments={
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": dead_letters,
-        },
-    )
+    with _declaring("ASSESSMENTS_EXCHANGE", exchange):
+        channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
+    with _declaring("ASSESSMENTS_WORKER_QUEUE", dead_letters):
+        channel.queue_declare(queue=dead_letters, durable=True)
+    with _declaring("ASSESSMENTS_WORKER_QUEUE", worker_queue):
+        channel.queue_declare(
+            queue=worker_queue,
+            durable=True,
+            arguments={
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": dead_letters,
+            },
+        )
     channel.queue_bind(queue=worker_queue, exchange=exchange, routing_key="#")
+
+
+@contextlib.contextmanager
+def _declaring(setting: str, name: str) -> Iterator[None]:
+    """A declaration the broker refuses because the name exists with other properties is a
+    clash of configuration, not an outage."""
+    try:
+        yield
+    except ChannelClosedByBroker as error:
+        if error.reply_code != PRECONDITION_FAILED:
+            raise
+        clash = f"{setting}: {name!r} exists with other properties: {error.reply_text}"
+        raise BrokerMisconfigured(clash) from error
 
 
 def ensure_topology(broker_url: str, exchange: str, worker_queue: str) -> None:
@@ -51,4 +140,5 @@ def ensure_topology(broker_url: str, exchange: str, worker_queue: str) -> None:
     try:
         declare_topology(connection.channel(), exchange, worker_queue)
     finally:
-        connection.close()
+        if connection.is_open:
+            connection.close()

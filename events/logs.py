@@ -77,5 +77,8 @@ def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = No
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # werkzeug's own request lines (`assessments dev`) would double the app's access log.
-    for noisy in ("pika", "alembic", "werkzeug"):
+    for noisy in ("alembic", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika logs every failed connect at ERROR, in several lines; the relay and the worker log
+    # each outage once themselves (`events.reconnect`), with pika's error in the line.
+    logging.getLogger("pika").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.CRITICAL)

@@ -26,19 +26,13 @@ from pika.adapters.select_connection import SelectConnection
 from pika.spec import Basic
 from sqlalchemy.exc import SQLAlchemyError
 
-from events import messages, metrics
-from events.broker import (
-    RETRYABLE_BROKER_ERRORS,
-    connection_parameters,
-    ensure_topology,
-)
+from events import broker, messages, metrics
+from events.broker import connection_parameters, ensure_topology
 from events.model import EVENT_TYPES, RecordedEvent, StoredEvent
 from events.outbox import OutboxListener, PostgresOutbox
+from events.reconnect import keep_running
 
 log = logging.getLogger(__name__)
-
-MIN_BACKOFF = 0.2
-MAX_BACKOFF = 30.0
 
 
 def message_properties(recorded: RecordedEvent | StoredEvent) -> pika.BasicProperties:
@@ -131,24 +125,18 @@ class Relay:
     # --- lifecycle ------------------------------------------------------------------------
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
-        """Publish until `stop()`; survives broker and database restarts with a capped
-        exponential backoff."""
-        backoff = MIN_BACKOFF
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self._acquire_leadership()
-                ensure_topology(self.broker_url, self.exchange, self.worker_queue)
-                self._serve(on_ready)
-            except (*RETRYABLE_BROKER_ERRORS, psycopg.OperationalError, SQLAlchemyError) as error:
-                log.warning("relay connection lost: %r", error)
-            finally:
-                self._release()
-            if time.monotonic() - started > MAX_BACKOFF:
-                backoff = MIN_BACKOFF
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
-        log.info("relay stopped")
+        """Publish until `stop()`, starting over after every broker or database outage; ends
+        early only on `broker.BrokerMisconfigured` or a bug."""
+        with broker.naming_misconfiguration(self.broker_url):
+            keep_running(lambda: self._session(on_ready), self._stop, _recoverable, "relay")
+
+    def _session(self, on_ready: Callable[[], None] | None) -> None:
+        try:
+            self._acquire_leadership()
+            ensure_topology(self.broker_url, self.exchange, self.worker_queue)
+            self._serve(on_ready)
+        finally:
+            self._release()
 
     def stop(self) -> None:
         """Safe from a signal handler or another thread."""
@@ -400,6 +388,10 @@ class Relay:
                     recorded.metadata.get("correlationId"),
                     extra=_about(recorded),
                 )
+
+
+def _recoverable(error: BaseException) -> bool:
+    return broker.is_recoverable(error) or isinstance(error, psycopg.OperationalError | SQLAlchemyError)
 
 
 def _about(recorded: StoredEvent) -> dict:

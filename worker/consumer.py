@@ -16,22 +16,17 @@ from dataclasses import dataclass
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import AMQPError
 from sqlalchemy.exc import DBAPIError
 
-from events import metrics
-from events.broker import (
-    FATAL_BROKER_ERRORS,
-    RETRYABLE_BROKER_ERRORS,
-    connection_parameters,
-    declare_topology,
-)
+from events import broker, metrics
+from events.broker import connection_parameters, declare_topology
+from events.reconnect import keep_running
 from worker.batches import is_transient, process_batch
 from worker.handler import EventHandler
 
 log = logging.getLogger(__name__)
 
-MIN_BACKOFF = 0.2
-MAX_BACKOFF = 30.0
 SWEEP_EVERY_SECONDS = 5.0
 
 
@@ -72,24 +67,11 @@ class Worker:
         self._stop.set()
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
-        backoff = MIN_BACKOFF
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self._consume(on_ready)
-            except FATAL_BROKER_ERRORS:
-                raise
-            except RETRYABLE_BROKER_ERRORS as error:
-                log.warning("worker lost the broker: %r", error)
-            except DBAPIError as error:
-                if not is_transient(error):
-                    raise
-                log.warning("worker lost the database: %r", error)
-            if time.monotonic() - started > MAX_BACKOFF:
-                backoff = MIN_BACKOFF
-            self._wait_and_sweep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
-        log.info("worker stopped")
+        """Consume until `stop()`, reconnecting after every broker or database outage; ends
+        early only on `broker.BrokerMisconfigured` or a bug."""
+        with broker.naming_misconfiguration(self.broker_url):
+            consume = lambda: self._consume(on_ready)  # noqa: E731
+            keep_running(consume, self._stop, _recoverable, "worker", self._wait_and_sweep)
 
     def _wait_and_sweep(self, seconds: float) -> None:
         """While the broker is away, keep projections moving from the store itself."""
@@ -127,7 +109,7 @@ class Worker:
                 self._maybe_sweep()
         finally:
             if connection.is_open:
-                with contextlib.suppress(*RETRYABLE_BROKER_ERRORS):
+                with contextlib.suppress(AMQPError, OSError):
                     connection.close()  # unacked deliveries go back to the queue
 
     def _linger(self, connection: pika.BlockingConnection) -> None:
@@ -183,3 +165,7 @@ class Worker:
         channel.basic_publish("", self.dead_letter_queue, delivery.body, properties)
         self.dead_lettered += 1
         metrics.worker_dead_lettered.labels(metrics.dead_letter_reason(reason)).inc()
+
+
+def _recoverable(error: BaseException) -> bool:
+    return broker.is_recoverable(error) or (isinstance(error, DBAPIError) and is_transient(error))

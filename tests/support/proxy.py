@@ -69,6 +69,9 @@ class TcpProxy:
         self._all_closed = threading.Condition(self._lock)
         self._refusing: Refusal | None = None
         self._blackhole = Blackhole(self.port)
+        self._not_listening = threading.Event()
+        self._listening = threading.Event()
+        self._listening.set()
         self._closing = threading.Event()
         self.accepted = 0
         self.refused = 0
@@ -100,16 +103,21 @@ class TcpProxy:
         with self._lock:
             if not self._all_closed.wait_for(lambda: not self._links, timeout):
                 raise RuntimeError("proxy connections did not close")
+        if how is Refusal.REFUSE and not self._not_listening.wait(timeout):
+            raise RuntimeError("the proxy did not stop listening")
 
     def blackhole(self) -> None:
         """Every packet to or from the proxy's port vanishes, live connections' too, until
         `restore()`: neither side hears from the other, as in a network partition."""
         self._blackhole.drop()
 
-    def restore(self) -> None:
+    def restore(self, timeout: float = 5.0) -> None:
+        """Let connections through again; returns once the proxy listens."""
         self._blackhole.restore()
         with self._lock:
             self._refusing = None
+        if not self._listening.wait(timeout):
+            raise RuntimeError("the proxy did not listen again")
 
     @property
     def live_connections(self) -> int:
@@ -140,6 +148,8 @@ class TcpProxy:
             self._server.close()
             self._server = None
             self.refused += 1
+            self._listening.clear()
+            self._not_listening.set()
         self._closing.wait(ACCEPT_POLL_SECONDS)
 
     @staticmethod
@@ -157,6 +167,8 @@ class TcpProxy:
                 continue
             if self._server is None:
                 self._server = self._listen(self.port)
+                self._not_listening.clear()
+                self._listening.set()
             try:
                 client, _ = self._server.accept()
             except TimeoutError:

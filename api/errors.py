@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from flask import Flask, jsonify
 from marshmallow import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from events.aggregate import AssessmentNotFound, KeyNotFound
@@ -89,11 +91,18 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(409, "The resource was changed concurrently; retry the request.")
 
     @app.errorhandler(OperationalError)
-    def _database_unavailable(error: OperationalError):
-        log.warning("database unavailable: %r", error)
-        response = error_response(503, "The service is briefly unavailable; retry the request.")
-        response.headers["Retry-After"] = "1"
-        return response
+    @app.errorhandler(PoolTimeout)
+    @app.errorhandler(psycopg.OperationalError)
+    @app.errorhandler(psycopg.InterfaceError)
+    def _database_unavailable(error: Exception):
+        return _unavailable(error)
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(error: DBAPIError):
+        """A statement that failed because its connection died is an outage, not a bug."""
+        if error.connection_invalidated:
+            return _unavailable(error)
+        return _unexpected(error)
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):
@@ -101,6 +110,16 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(error.code or 500, messages.get(error.code, error.description or error.name))
 
     @app.errorhandler(Exception)
-    def _unexpected(error: Exception):
+    def _unexpected(_error: Exception):
         log.exception("unhandled error")
         return error_response(500, "Internal server error.")
+
+
+def _unavailable(error: Exception):
+    """The database cannot be reached (down, partitioned, every pooled connection busy): a
+    503 the client may retry, within the bound the connection timeouts set
+    (`events.db.CONNECTION_TIMEOUTS`)."""
+    log.warning("database unavailable: %r", error)
+    response = error_response(503, "The service is briefly unavailable; retry the request.")
+    response.headers["Retry-After"] = "1"
+    return response

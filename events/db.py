@@ -7,6 +7,7 @@ in `api.auth`. Alembic migrations (`migrations/`) create all of them.
 from __future__ import annotations
 
 import contextlib
+import select
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -29,8 +30,8 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from events.types import Json, Position, Timestamp
 
@@ -92,6 +93,22 @@ OUTBOX_CHANNEL = "assessments_outbox"
 RELAY_IDLE_LOCK_ID = 0x72656C79  # "rely"
 
 
+#: What every connection to PostgreSQL (pooled or dedicated) is told, so that a database that
+#: stops answering, whether down or cut off by a partition, costs a bounded wait instead of
+#: the kernel's 15 minutes: a connect gives up after 2 s; a statement whose packets go
+#: unacknowledged, or an idle session whose keepalive probes go unanswered, after 3 s. The
+#: URL's own query string overrides any of them (e.g. `?tcp_user_timeout=10000`).
+CONNECTION_TIMEOUTS = {
+    "connect_timeout": "2",
+    "tcp_user_timeout": "3000",
+    "keepalives": "1",
+    "keepalives_idle": "2",
+    "keepalives_interval": "1",
+    "keepalives_count": "2",
+}
+#: How long a checkout waits for a pooled connection while all of them are in use.
+POOL_TIMEOUT_SECONDS = 3
+
 #: PostgreSQL engines whose connections are in autocommit mode from the start.
 _AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -136,7 +153,10 @@ def driver_connection(engine: Engine) -> Iterator[Any]:
     errors come out as its exceptions (as `driver_errors` makes them), and a lost connection
     throws the whole pool away, so one failed request, not one per pooled connection, finds out
     that the database restarted."""
-    fairy = engine.raw_connection()
+    try:
+        fairy = engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as error:  # the pool could not connect
+        raise _as_sqlalchemy_error(engine, None, error) from error
     conn = fairy.driver_connection
     switched = not conn.autocommit
     try:
@@ -179,24 +199,43 @@ def _as_sqlalchemy_error(engine: Engine, conn: Any, error: Exception) -> DBAPIEr
 
 
 def _postgres_engine(database_url: str, pool_size: int, autocommit: bool, durable_commits: bool) -> Engine:
-    """No pre-ping: it would cost a round trip per checkout on the hot path. A connection
-    found dead (after a database restart) invalidates the whole pool at once; the API answers
-    that one request with a 503, the relay and the worker retry."""
+    """No pre-ping: it would cost a round trip per checkout on the hot path. Instead a
+    checkout drops a connection whose socket already tells it is dead (`_discard_if_dead`),
+    and a connection found dead by a statement invalidates the whole pool at once: the API
+    answers that one request with a 503, the relay and the worker retry."""
     # In autocommit mode no transaction can be left open, so a returned connection needs no
     # ROLLBACK either.
     options = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if autocommit else {}
-    return create_engine(
-        database_url,
+    engine = create_engine(
+        with_timeouts(make_url(database_url)),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
         hide_parameters=True,  # errors must not quote parameters: they may hold candidate keys
-        connect_args={
-            "connect_timeout": 5,  # an unreachable host fails fast (readiness, CLI)
-            **({} if durable_commits else {"options": "-c synchronous_commit=off"}),
-        },
+        connect_args={} if durable_commits else {"options": "-c synchronous_commit=off"},
         **options,
     )
+    event.listen(engine, "checkout", _discard_if_dead)
+    return engine
+
+
+def with_timeouts(url: URL) -> URL:
+    """`url` with `CONNECTION_TIMEOUTS` for whatever its query string does not set."""
+    return url.update_query_dict({k: v for k, v in CONNECTION_TIMEOUTS.items() if k not in url.query})
+
+
+def _discard_if_dead(dbapi_connection, _record, _proxy) -> None:
+    """An idle connection has nothing to read: a readable socket means the server closed the
+    session (a restart, `pg_terminate_backend`, keepalives that went unanswered) and said so.
+    Checking costs one non-blocking poll, not a round trip; a false alarm (a notice arriving
+    on an idle session) costs a new connection, not an error."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise DisconnectionError("the connection is closed")
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the session")
 
 
 def ensure_database(database_url: str) -> bool:
@@ -217,8 +256,10 @@ def ensure_database(database_url: str) -> bool:
 
 
 def libpq_url(engine: Engine) -> str:
-    """The engine's URL for a plain psycopg connection (LISTEN, COPY, named cursors)."""
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    """The engine's URL for a plain psycopg connection (LISTEN, COPY, named cursors), with
+    the same `CONNECTION_TIMEOUTS`."""
+    url = with_timeouts(engine.url.set(drivername="postgresql"))
+    return url.render_as_string(hide_password=False)
 
 
 def _sqlite_engine(database_url: str) -> Engine:

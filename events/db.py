@@ -276,7 +276,10 @@ def _sqlite_engine(database_url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:
-        if conn.get_isolation_level() != "AUTOCOMMIT":
+        # The execution option, not `get_isolation_level()`: SQLite reports SERIALIZABLE even
+        # for an autocommit connection, whose statements would then run inside a transaction
+        # nobody commits (the relay's deletes of published outbox rows were all undone).
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +124,34 @@ def test_production_commands_refuse_sqlite_unless_told(command, database):
     )
     assert refused.returncode == 2
     assert "--allow-embedded" in refused.stderr
+
+
+def outbox_rows(database: Path) -> int:
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        return conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_after_a_write_the_outbox_empties_the_process_goes_idle_and_stops_at_once(database):
+    """The relay deletes what it published: nothing is sent twice, an idle dev server costs
+    no CPU, and SIGTERM finds nothing to wait for."""
+    server = DevServer(database)
+    try:
+        with Client(server.url, server.token) as client:
+            created = client.post("/v1/assessments", json={"title": "T", "role": "R", "taskBrief": "B"})
+            assert created.status_code == 201
+        wait_for(lambda: outbox_rows(database) == 0, 10, "an empty outbox")
+
+        before = cpu_seconds(server.process.pid)
+        window = threading.Event()
+        window.wait(2.0)  # a measuring window, not a wait for a condition
+        assert cpu_seconds(server.process.pid) - before < 0.2, "an idle dev server keeps a core busy"
+        assert outbox_rows(database) == 0
+    finally:
+        started = time.monotonic()
+        assert server.stop() == 0
+    assert time.monotonic() - started < 3.0

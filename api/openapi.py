@@ -1,5 +1,5 @@
 """The API's OpenAPI 3.1 document, generated from the marshmallow schemas the routes use, served
-at `/openapi.json` with a human-readable page at `/docs`.
+at `/openapi.json` with a human-readable page at `/docs` (`api.docs_page`).
 
 Paths come from the app's own URL map, so a route cannot be left out: a route without an entry
 in `_OPERATIONS` still appears (marked `x-undocumented`), and a test fails on that mark. The
@@ -16,9 +16,10 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from apispec.ext.marshmallow.field_converter import DEFAULT_FIELD_MAPPING
-from flask import Blueprint, Flask, current_app, jsonify, url_for
+from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import RAISE, Schema, fields
 
+from api import docs_page
 from api.schemas import (
     AssessmentSchema,
     AssessmentWithIssueSchema,
@@ -35,11 +36,10 @@ from events import codec
 OPENAPI_VERSION = "3.1.0"
 EXTENSION = "openapi"
 #: Routes that serve the document itself; not part of the API it describes.
-SELF_ENDPOINTS = {"static", "openapi.spec", "openapi.docs"}
+SELF_ENDPOINTS = {"static", "openapi.spec", *docs_page.ENDPOINTS}
 #: What the wire format promises for every timestamp (api.md): UTC, `Z`, milliseconds.
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 KEY_PATTERN = r"^PST-[ABCDEFGHJKMNPQRSTUVWXYZ23456789]{4}-[ABCDEFGHJKMNPQRSTUVWXYZ23456789]{4}$"
-SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.35.0"
 
 
 # --- response envelopes (documentation only: the routes build these dicts themselves) -------
@@ -534,24 +534,6 @@ def build_spec(app: Flask) -> dict[str, Any]:
 
 # --- routes -----------------------------------------------------------------------------------
 
-_DOCS_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>Assessments API</title>
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <link rel="stylesheet" href="{ui}/swagger-ui.css">
-</head>
-<body>
-  <div id="docs"></div>
-  <script src="{ui}/swagger-ui-bundle.js" crossorigin="anonymous"></script>
-  <script>
-    window.ui = SwaggerUIBundle({{url: "{spec_url}", dom_id: "#docs"}});
-  </script>
-</body>
-</html>
-"""
-
 _LOCK = threading.Lock()
 
 
@@ -571,11 +553,6 @@ def _serve_spec():
     return jsonify(_spec())
 
 
-@bp.get("/docs", endpoint="docs")
-def _serve_docs():
-    page = _DOCS_PAGE.format(ui=SWAGGER_UI, spec_url=url_for("openapi.spec"))
-    return page, 200, {"Content-Type": "text/html; charset=utf-8"}
-
-
 def register(app: Flask) -> None:
     app.register_blueprint(bp)
+    docs_page.register(app)

@@ -20,7 +20,7 @@ from tests.e2e.helpers import MISSING, body, create, issue_keys
 from tests.support.system import Client, System
 
 #: Rules that serve the document itself, not the API it describes.
-SELF_RULES = {"/openapi.json", "/docs"}
+SELF_RULES = {"/openapi.json", "/docs", "/docs/assets/<name>"}
 SPEC_URI = "urn:assessments:openapi"
 METHODS = {"get", "put", "post", "delete", "patch"}
 

@@ -154,9 +154,9 @@ class FaultWindow:
     detail: str = ""
     failed: str | None = None  # the harness could not inject or restore it
 
-    def covers(self, started: float, ended: float) -> bool:
+    def covers(self, started: float, ended: float, grace: float = FAULT_GRACE_SECONDS) -> bool:
         """Whether a request over [started, ended] overlapped the fault or its grace."""
-        end = (self.ended if self.ended is not None else float("inf")) + FAULT_GRACE_SECONDS
+        end = (self.ended if self.ended is not None else float("inf")) + grace
         return started <= end and ended >= self.started
 
     def describe(self) -> str:
@@ -188,13 +188,17 @@ def libpq(url: str) -> str:
 
 
 def with_database(url: str, name: str) -> str:
-    return url.rsplit("/", 1)[0] + f"/{name}"
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def rabbitmqctl(*args: str) -> str:
-    return subprocess.run(
-        ["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=60
-    ).stdout
+    """The broker's own command line: it manages the broker of this machine only."""
+    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {(done.stderr or done.stdout).strip()}")
+    return done.stdout
 
 
 def broker_user(url: str) -> str:
@@ -334,7 +338,7 @@ class ServiceProcess:
             os.killpg(self.popen.pid, sig)
 
 
-FRAME = re.compile(r'^\s+File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
+FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
 NOT_AN_EXCEPTION = ("Traceback", "During handling", "The above exception")
 
 
@@ -360,9 +364,9 @@ def exception_summary(traceback: str) -> str:
 def last_error(log_text: str) -> str:
     """What a process died of: the traceback Python printed on its way out, or else the last
     exception or ERROR of its JSON lines."""
-    if "Traceback (most recent call last):" in log_text:
-        plain = log_text.rsplit("Traceback (most recent call last):", 1)[1]
-        return exception_summary("\n".join(line for line in plain.splitlines() if not line.startswith("{")))
+    plain = "\n".join(line for line in log_text.splitlines() if not line.startswith("{"))
+    if "Traceback (most recent call last):" in plain:
+        return exception_summary(plain.rsplit("Traceback (most recent call last):", 1)[1])
     for line in reversed(log_text.strip().splitlines()):
         with contextlib.suppress(ValueError):
             record = json.loads(line)
@@ -406,6 +410,7 @@ class Supervisor:
         with self._lock:
             for process in self.processes:
                 if process.killed:
+                    self._due.pop(process.name, None)
                     process.start()
 
     def _watch(self) -> None:
@@ -419,7 +424,8 @@ class Supervisor:
         if due is not None:
             if self.clock.now() >= due:
                 del self._due[process.name]
-                process.start()
+                if process.popen.poll() is not None:
+                    process.start()
             return
         code = process.popen.poll()
         if code is None or process.killed:
@@ -458,7 +464,9 @@ class Supervisor:
                     process.popen.wait(10)
 
 
-def service_processes(box: Sandbox, database_url: str, broker_url: str, api_port: int, logs: Path):
+def service_processes(database_url: str, broker_url: str, api_port: int, logs: Path) -> list[ServiceProcess]:
+    """The API, two relays (one active, one standing by) and two workers, configured only by
+    this run (none of the caller's ASSESSMENTS_* settings leaks in)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ASSESSMENTS_")},
         "ASSESSMENTS_DATABASE_URL": database_url,
@@ -1004,31 +1012,32 @@ def read_audit_queue(box: Sandbox) -> list[str]:
     return ids
 
 
-def cli(box: Sandbox, *args: str) -> subprocess.CompletedProcess:
-    """An operator's command on the run's database, directly (not through the proxy)."""
-    env = {**os.environ, "ASSESSMENTS_DATABASE_URL": box.database_url, "ASSESSMENTS_LOG_FORMAT": "text"}
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+def rebuild_projections(box: Sandbox, dry_run: bool) -> tuple[dict[str, int], str | None]:
+    """What `assessments projections rebuild --all [--dry-run]` does, in this process and on one
+    core (a fresh interpreter costs seconds on a busy machine): per table, the rows only in the
+    rebuilt or only in the live view (dry runs); and the error, if it failed."""
+    from events.db import make_engine
+    from projections import default_projections
+    from projections.rebuild import rebuild
 
-
-DIFFERENCE_LINE = re.compile(r"^\s+(\S+): (\d+) rows only in the rebuilt view, (\d+) only in the live one")
+    engine = make_engine(box.database_url, pool_size=2)
+    try:
+        report = rebuild(engine, default_projections(), dry_run=dry_run, workers=1)
+    except Exception as error:
+        return {}, repr(error)
+    finally:
+        engine.dispose()
+    return {table: sum(counts.values()) for table, counts in report.differences.items()}, None
 
 
 @dataclass
 class DryRun:
-    returncode: int
-    differences: dict[str, int]
-    output: str
+    differences: dict[str, int]  # table -> rows in one of the two views only
+    error: str | None
 
 
 def dry_run_rebuild(box: Sandbox) -> DryRun:
-    done = cli(box, "projections", "rebuild", "--all", "--dry-run")
-    differences = {}
-    for line in done.stdout.splitlines():
-        if match := DIFFERENCE_LINE.match(line):
-            differences[match[1]] = int(match[2]) + int(match[3])
-    return DryRun(done.returncode, differences, (done.stdout + done.stderr).strip())
+    return DryRun(*rebuild_projections(box, dry_run=True))
 
 
 def projection_tables() -> list[str]:
@@ -1049,17 +1058,15 @@ def snapshot_projections(box: Sandbox) -> Counter:
 
 @dataclass
 class RebuildComparison:
-    returncode: int
-    output: str
     differing: list[tuple[str, str]]  # (table, row) in one snapshot only
+    error: str | None
 
 
 def rebuild_and_compare(box: Sandbox) -> RebuildComparison:
     before = snapshot_projections(box)
-    done = cli(box, "projections", "rebuild", "--all")
+    _, error = rebuild_projections(box, dry_run=False)
     after = snapshot_projections(box)
-    differing = list(((before - after) + (after - before)).elements())
-    return RebuildComparison(done.returncode, (done.stdout + done.stderr).strip(), differing)
+    return RebuildComparison(list(((before - after) + (after - before)).elements()), error)
 
 
 @dataclass
@@ -1099,23 +1106,31 @@ def acknowledged_writes(evidence: Evidence) -> list[RequestRecord]:
     return [r for r in evidence.requests if r.wrote is not None]
 
 
+#: The write an event records, as `Write.kind` names it.
+KIND_OF_EVENT = {
+    "AssessmentCreated": "create",
+    "AssessmentDeleted": "delete",
+    "CandidateKeyIssued": "issue",
+    "CandidateKeyRevoked": "revoke",
+}
+
+
+def facts_of(write: Write) -> list[tuple[str, str, str | None]]:
+    """(kind, assessment id, key id) of each event the write must have appended."""
+    return [(write.kind, write.assessment_id, key_id) for key_id in write.key_ids] or [
+        (write.kind, write.assessment_id, None)
+    ]
+
+
 def lost_writes(evidence: Evidence) -> Check:
     """Every 2xx write is in the event store."""
-    created = {e.stream_id for e in evidence.store if e.type == "AssessmentCreated"}
-    deleted = {e.stream_id for e in evidence.store if e.type == "AssessmentDeleted"}
-    issued = {(e.stream_id, e.key_id) for e in evidence.store if e.type == "CandidateKeyIssued"}
-    revoked = {(e.stream_id, e.key_id) for e in evidence.store if e.type == "CandidateKeyRevoked"}
-    problems = []
-    for record in acknowledged_writes(evidence):
-        write = record.wrote
-        found = {
-            "create": lambda w: w.assessment_id in created,
-            "delete": lambda w: w.assessment_id in deleted,
-            "issue": lambda w: all((w.assessment_id, k) in issued for k in w.key_ids),
-            "revoke": lambda w: all((w.assessment_id, k) in revoked for k in w.key_ids),
-        }[write.kind](write)
-        if not found:
-            problems.append(f"{write.kind} {write.assessment_id} {list(write.key_ids)}: {record.describe()}")
+    recorded = {(KIND_OF_EVENT[e.type], e.stream_id, e.key_id) for e in evidence.store}
+    problems = [
+        f"{kind} {assessment_id} {key_id or ''}: {record.describe()}"
+        for record in acknowledged_writes(evidence)
+        for kind, assessment_id, key_id in facts_of(record.wrote)
+        if (kind, assessment_id, key_id) not in recorded
+    ]
     return check("acknowledged writes lost", problems)
 
 
@@ -1132,8 +1147,8 @@ def projections_differ(evidence: Evidence) -> Check:
     """`projections rebuild --all --dry-run`: the live views against a fold of the store."""
     dry = evidence.dry_run
     problems = [f"{table}: {count} rows" for table, count in dry.differences.items()]
-    if dry.returncode != 0 and not problems:
-        problems.append(f"dry run exited {dry.returncode}: {dry.output[-300:]}")
+    if dry.error:
+        problems.append(f"the dry run failed: {dry.error}")
     return check(
         "projection rows differing from a fold of the store",
         problems,
@@ -1186,19 +1201,31 @@ def dead_letters(evidence: Evidence) -> Check:
 
 
 def in_window(evidence: Evidence, started: float, ended: float) -> FaultWindow | None:
-    """The fault a request over [started, ended] most likely met: of those (with their grace)
-    going on when it began, the latest to start; else the first to start while it ran."""
-    at_start = [w for w in evidence.windows if w.covers(started, started)]
-    if at_start:
-        return max(at_start, key=lambda w: w.started)
-    overlapping = [w for w in evidence.windows if w.covers(started, ended)]
-    return min(overlapping, key=lambda w: w.started, default=None)
+    """The fault a request over [started, ended] met (None: none, not even in its grace)."""
+    windows = evidence.windows
+    return (
+        latest([w for w in windows if w.covers(started, started, grace=0)])
+        or earliest([w for w in windows if w.covers(started, ended, grace=0)])
+        or latest([w for w in windows if w.covers(started, ended)])
+    )
+
+
+def latest(windows: list[FaultWindow]) -> FaultWindow | None:
+    return max(windows, key=lambda w: w.started, default=None)
+
+
+def earliest(windows: list[FaultWindow]) -> FaultWindow | None:
+    return min(windows, key=lambda w: w.started, default=None)
 
 
 def during(evidence: Evidence, moment: float) -> str:
-    """Every fault (with its grace) going on at a moment: a process may die of an earlier one."""
+    """The faults going on at a moment (with their grace), or the last one before it: a process
+    may die of a fault some time after it, when it next uses the connection."""
     names = [w.describe() for w in evidence.windows if w.covers(moment, moment)]
-    return f" during {' and '.join(names)}" if names else ""
+    if names:
+        return f" during {' and '.join(names)}"
+    before = latest([w for w in evidence.windows if w.started <= moment])
+    return f" after {before.describe()}" if before else ""
 
 
 def with_window(evidence: Evidence, record: RequestRecord) -> str:
@@ -1264,8 +1291,8 @@ def rebuild_differs(evidence: Evidence) -> Check:
     """`projections rebuild --all` (for real) leaves every projection row as it was."""
     rebuilt = evidence.rebuild
     problems = [f"{table}: {row[:200]}" for table, row in rebuilt.differing]
-    if rebuilt.returncode != 0:
-        problems.insert(0, f"rebuild exited {rebuilt.returncode}: {rebuilt.output[-300:]}")
+    if rebuilt.error:
+        problems.insert(0, f"the rebuild failed: {rebuilt.error}")
     return check("rows changed by a real rebuild", problems)
 
 
@@ -1397,9 +1424,9 @@ def run_load(
         last_fault_ended = injector.finish()
         time.sleep(max(0.0, max(duration, last_fault_ended + COOL_DOWN_SECONDS) - clock.now()))
     finally:
-        stop.set()
-        for client in clients:
-            client.join()
+        stop.set()  # interrupted, the clients are left to end with the processes (daemon threads)
+    for client in clients:
+        client.join()
 
 
 @dataclass
@@ -1421,7 +1448,7 @@ def start_service(stack: contextlib.ExitStack, args: argparse.Namespace, logs: P
     broker_proxy = stack.enter_context(proxy_to(box.vhost_url, 5672))
     api_port = free_port()
     processes = service_processes(
-        box, database_proxy.url_for(box.database_url), broker_proxy.url_for(box.vhost_url), api_port, logs
+        database_proxy.url_for(box.database_url), broker_proxy.url_for(box.vhost_url), api_port, logs
     )
     supervisor = Supervisor(processes, clock)
     stack.callback(supervisor.stop)

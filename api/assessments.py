@@ -227,18 +227,16 @@ def delete(assessment_id: str):
 
 # --- history -----------------------------------------------------------------------------
 
-#: Fields never shown in the history: a key string is a credential.
-SECRET_FIELDS = {"CandidateKeyIssued": {"key"}}
-
 
 def _history_item(recorded) -> dict[str, Any]:
-    hidden = SECRET_FIELDS.get(recorded.type_name, set())
+    """An event as the exchange carries it: no event holds a credential (old ones that did
+    are upcast when read, see `codec.UPCASTERS`), so nothing needs hiding here."""
     return {
         "id": str(recorded.event_id),
         "type": recorded.type_name,
         "version": recorded.stream_version,
         "recordedAt": codec.format_time(recorded.recorded_at),
-        "data": {k: v for k, v in codec.encode(recorded.event).items() if k not in hidden},
+        "data": codec.encode(recorded.event),
     }
 
 
@@ -262,8 +260,9 @@ def history(assessment_id: str):
 # --- candidate keys -----------------------------------------------------------------------
 
 
-def _key_view(row: KeyRow) -> dict[str, Any]:
-    return _dump_candidate_key({**vars(row), "status": row.status_at(utcnow())})
+def _key_view(row: KeyRow, key: str | None) -> dict[str, Any]:
+    """`key` comes from the key's reservation: neither the events nor the projection hold it."""
+    return _dump_candidate_key({**vars(row), "key": key, "status": row.status_at(utcnow())})
 
 
 @bp.post("/<assessment_id>/keys")
@@ -277,7 +276,8 @@ def issue_keys(assessment_id: str):
         reviewer().org_id, stream_id, list(zip(emails, names, strict=True)), _metadata(), data["org_name"]
     )
     keys = fold_keys(r.event for r in recorded)
-    return _respond({"keys": [_key_view(row) for row in keys]}, status=201)
+    strings = services().assessments.key_strings([row.id for row in keys])
+    return _respond({"keys": [_key_view(row, strings.get(row.id)) for row in keys]}, status=201)
 
 
 @bp.get("/<assessment_id>/keys")
@@ -291,7 +291,7 @@ def list_keys(assessment_id: str):
                 raise not_found("Assessment")
             services().assessments.load_owned(reviewer().org_id, stream_id)  # 404 if truly gone
         keys = queries.list_keys(conn, stream_id)
-    return _respond({"keys": [_key_view(row) for row in keys]}, fresh)
+    return _respond({"keys": [_key_view(listed.row, listed.key) for listed in keys]}, fresh)
 
 
 @bp.delete("/<assessment_id>/keys/<key_id>")

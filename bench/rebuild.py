@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from events import codec  # noqa: E402
+from events.keys import key_hint  # noqa: E402
 from events.model import (  # noqa: E402
     AssessmentCreated,
     AssessmentDeleted,
@@ -79,7 +80,7 @@ def generate(conn: psycopg.Connection, assessments: int, rng: random.Random) -> 
                 stream[0],
                 stream[1],
                 CandidateKeyIssued(
-                    key_id, stream[0], org, key, "a@b.io", "A", None, now + timedelta(days=7), now
+                    key_id, stream[0], org, key_hint(key), "a@b.io", "A", None, now + timedelta(days=7), now
                 ),
             )
     for stream_id, version, keys in streams:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from functools import singledispatch
 from types import MappingProxyType
 
+from events.keys import key_hint
 from events.model import (
     AssessmentCreated,
     AssessmentDeleted,
@@ -62,8 +63,11 @@ class AssessmentDetails:
 
 @dataclass(frozen=True)
 class CandidateKey:
+    """A key as its stream knows it: by id, never by its string (which only its reservation
+    holds); the service finds a presented key's id through that reservation."""
+
     key_id: uuid.UUID
-    key: str
+    key_hint: str
     candidate_email: str | None
     candidate_name: str | None
     expires_at: datetime
@@ -76,7 +80,8 @@ class CandidateKey:
 
 @dataclass(frozen=True)
 class NewKey:
-    """A key the caller generated (and reserved) and wants issued."""
+    """A key the caller generated (and reserved) and wants issued. Its string goes into the
+    reservation, never into the event: the event gets its hint."""
 
     key_id: uuid.UUID
     key: str
@@ -133,7 +138,7 @@ def _(event: AssessmentDeleted, state: Assessment) -> Assessment:
 def _(event: CandidateKeyIssued, state: Assessment) -> Assessment:
     key = CandidateKey(
         key_id=event.key_id,
-        key=event.key,
+        key_hint=event.key_hint,
         candidate_email=event.candidate_email,
         candidate_name=event.candidate_name,
         expires_at=event.expires_at,
@@ -187,7 +192,7 @@ def issue_keys(
             key_id=key.key_id,
             assessment_id=state.id,
             org_id=created.org_id,
-            key=key.key,
+            key_hint=key_hint(key.key),
             candidate_email=key.candidate_email,
             candidate_name=key.candidate_name,
             org_name=org_name,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from events.keys import key_hint
 from events.model import EVENT_TYPES, Event
 
 JsonDict = dict[str, Any]
@@ -101,11 +102,13 @@ def normalise(type_name: str, schema_version: int, data: JsonDict) -> JsonDict:
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
         raise UnknownEventType(type_name)
-    data = upcast(type_name, schema_version, data)
     try:
+        data = upcast(type_name, schema_version, data)
         return {key: data[key] for _, key, _ in _field_types(cls)}
     except KeyError as error:
         raise UndecodableEvent(f"{type_name} v{schema_version}: no {error}") from error
+    except (TypeError, AttributeError) as error:  # an old payload its upcaster cannot read
+        raise UndecodableEvent(f"{type_name} v{schema_version}: {error!r}") from error
 
 
 def _key_issued_v1_to_v2(data: JsonDict) -> JsonDict:
@@ -113,7 +116,17 @@ def _key_issued_v1_to_v2(data: JsonDict) -> JsonDict:
     return {renamed.get(key, key): value for key, value in data.items()}
 
 
+def _key_issued_v2_to_v3(data: JsonDict) -> JsonDict:
+    """Version 2 held the key string, a credential; version 3 only its hint. This runs on every
+    read of an old event (the relay, `events republish`, the history, the worker, a rebuild),
+    so no code above the store ever sees a key from an event."""
+    hinted = {name: value for name, value in data.items() if name != "key"}
+    hinted["keyHint"] = key_hint(data["key"])
+    return hinted
+
+
 UPCASTERS[("CandidateKeyIssued", 1)] = _key_issued_v1_to_v2
+UPCASTERS[("CandidateKeyIssued", 2)] = _key_issued_v2_to_v3
 
 
 def upcast(type_name: str, schema_version: int, data: JsonDict) -> JsonDict:

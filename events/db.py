@@ -73,7 +73,8 @@ projection_pending_table = Table(
 )
 
 #: Uniqueness that spans streams (candidate key strings, idempotency keys), claimed in the
-#: same transaction as the append that needs it.
+#: same transaction as the append that needs it. A candidate key's row is also the only place
+#: its string is kept (found by `subject_id`, the key's id): events hold only a hint of it.
 reservations_table = Table(
     "reservations",
     metadata,
@@ -82,6 +83,14 @@ reservations_table = Table(
     Column("stream_id", Uuid, nullable=False),
     Column("payload", Json, nullable=False, server_default=text("'{}'")),
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("subject_id", Uuid),
+    Index(
+        "reservations_subject_idx",
+        "subject_id",
+        unique=True,
+        postgresql_where=text("subject_id IS NOT NULL"),
+        sqlite_where=text("subject_id IS NOT NULL"),
+    ),
 )
 
 OUTBOX_CHANNEL = "assessments_outbox"

@@ -83,17 +83,22 @@ class AssessmentDeleted(Event):
 
 @dataclass(frozen=True)
 class CandidateKeyIssued(Event):
-    """Version 2 renamed version 1's `email` and `name` to `candidateEmail` and
-    `candidateName`, the API's names (see `codec.UPCASTERS`)."""
+    """A key was issued. Every event is published to the exchange and shown in the history, and
+    the key string is a credential, so no event holds it: it is kept only in the key's
+    reservation (`events.store.Reservation`). Events carry its hint (`keys.key_hint`).
+
+    Version 2 renamed version 1's `email` and `name` to `candidateEmail` and `candidateName`,
+    the API's names; version 3 replaced version 2's `key` with `keyHint` (see
+    `codec.UPCASTERS`)."""
 
     type_name: ClassVar[str] = "CandidateKeyIssued"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     routing_key: ClassVar[str] = "candidate_key.issued"
 
     key_id: uuid.UUID
     assessment_id: uuid.UUID
     org_id: str
-    key: str
+    key_hint: str
     candidate_email: str | None
     candidate_name: str | None
     org_name: str | None

@@ -67,15 +67,20 @@ class AssessmentService:
 
     def authorise_candidate(self, key: str, assessment_id: uuid.UUID) -> Assessment:
         """Fail closed: the key must be usable in the stream's current state, read from the
-        store, not from a projection that may lag behind a revoke or a delete."""
+        store, not from a projection that may lag behind a revoke or a delete. The key's
+        reservation, the only place its string is kept, says which key of which stream it is."""
         reservation = self.store.reservation(KEY_SCOPE, key)
-        if reservation is None or reservation.stream_id != assessment_id:
+        if reservation is None or reservation.stream_id != assessment_id or reservation.subject_id is None:
             raise CandidateRefused()
         state = self.load(assessment_id)
-        now = self.clock()
-        if not state.exists or not any(k.key == key and k.usable_at(now) for k in state.keys.values()):
+        issued = state.keys.get(reservation.subject_id)
+        if not state.exists or issued is None or not issued.usable_at(self.clock()):
             raise CandidateRefused()
         return state
+
+    def key_strings(self, key_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """The strings of these keys, by key id, from their reservations: no event holds them."""
+        return self.store.reserved_values(KEY_SCOPE, key_ids)
 
     def create(
         self,
@@ -104,7 +109,8 @@ class AssessmentService:
         org_name: str | None = None,
     ) -> list[RecordedEvent]:
         """Issue one key per (email, name) pair. Key strings are reserved service-wide in the
-        append's transaction; on a collision the whole batch is drawn again."""
+        append's transaction (each reservation naming its key's id, and the only place the
+        string is kept: see `key_strings`); on a collision the whole batch is drawn again."""
         for _ in range(self.max_attempts):
             keys = [NewKey(uuid7(), self.generate_key(), email, name) for email, name in candidates]
             try:
@@ -113,7 +119,7 @@ class AssessmentService:
                     assessment_id,
                     metadata,
                     lambda state, now, keys=keys: aggregate.issue_keys(state, keys, now, org_name),
-                    [Reservation(KEY_SCOPE, key.key) for key in keys],
+                    [Reservation(KEY_SCOPE, key.key, subject_id=key.key_id) for key in keys],
                 )
             except ReservationTaken as taken:
                 log.warning("candidate key collision on %s; drawing new keys", taken.key[:4])

@@ -48,11 +48,17 @@ class ReservationTaken(Exception):
 
 @dataclass(frozen=True)
 class Reservation:
-    """A claim on a value that must be unique service-wide, written with the append."""
+    """A claim on a value that must be unique service-wide, written with the append.
+
+    `subject_id` names what in the stream the value belongs to, when not the stream itself: a
+    candidate key's id. A candidate key's reservation is the only place its string is kept
+    (events hold its hint), so the service finds a key's string by `subject_id`, and a
+    presented key's id by the string."""
 
     scope: str
     key: str
     payload: dict[str, Any] = field(default_factory=dict)
+    subject_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class ReservationRecord:
     key: str
     stream_id: uuid.UUID
     payload: dict[str, Any]
+    subject_id: uuid.UUID | None = None
 
 
 class EventStore(Protocol):
@@ -79,6 +86,8 @@ class EventStore(Protocol):
 
     def reservation(self, scope: str, key: str) -> ReservationRecord | None: ...
 
+    def reserved_values(self, scope: str, subject_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]: ...
+
 
 # The whole append is ONE statement (in psycopg's parameter style), run outside an explicit
 # transaction: PostgreSQL makes a statement atomic on its own, so the reservations, the events,
@@ -87,9 +96,10 @@ class EventStore(Protocol):
 # name. pg_notify wakes the relay at commit, if it is idle (see `events.db.RELAY_IDLE_LOCK_ID`).
 _APPEND_SQL = """
     WITH reserved AS (
-        INSERT INTO reservations (scope, key, stream_id, payload)
-        SELECT r.scope, r.key, %(stream_id)s, r.payload
-        FROM jsonb_to_recordset(CAST(%(reservations)s AS jsonb)) AS r(scope text, key text, payload jsonb)
+        INSERT INTO reservations (scope, key, stream_id, payload, subject_id)
+        SELECT r.scope, r.key, %(stream_id)s, r.payload, r.subject_id
+        FROM jsonb_to_recordset(CAST(%(reservations)s AS jsonb))
+             AS r(scope text, key text, payload jsonb, subject_id uuid)
     ), new AS (
         INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata)
         SELECT e.id, %(stream_id)s, e.version, e.type, e.schema_version, e.data, CAST(%(metadata)s AS jsonb)
@@ -144,7 +154,13 @@ class SqlEventStore:
                     conn.execute(
                         reservations_table.insert(),
                         [
-                            {"scope": r.scope, "key": r.key, "stream_id": stream_id, "payload": r.payload}
+                            {
+                                "scope": r.scope,
+                                "key": r.key,
+                                "stream_id": stream_id,
+                                "payload": r.payload,
+                                "subject_id": r.subject_id,
+                            }
                             for r in reservations
                         ],
                     )
@@ -234,7 +250,17 @@ class SqlEventStore:
             row = conn.execute(query).first()
         if row is None:
             return None
-        return ReservationRecord(row.scope, row.key, row.stream_id, row.payload)
+        return ReservationRecord(row.scope, row.key, row.stream_id, row.payload, row.subject_id)
+
+    def reserved_values(self, scope: str, subject_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """The reserved values of these subjects (a candidate key's string, by key id)."""
+        if not subject_ids:
+            return {}
+        query = select(reservations_table.c.subject_id, reservations_table.c.key).where(
+            reservations_table.c.scope == scope, reservations_table.c.subject_id.in_(subject_ids)
+        )
+        with self.autocommit.connect() as conn:
+            return {subject_id: value for subject_id, value in conn.execute(query)}
 
 
 class PostgresEventStore(SqlEventStore):
@@ -270,7 +296,15 @@ class PostgresEventStore(SqlEventStore):
             "metadata": json.dumps(meta),
             "events": json.dumps(new_events),
             "reservations": json.dumps(
-                [{"scope": r.scope, "key": r.key, "payload": r.payload} for r in reservations]
+                [
+                    {
+                        "scope": r.scope,
+                        "key": r.key,
+                        "payload": r.payload,
+                        "subject_id": None if r.subject_id is None else str(r.subject_id),
+                    }
+                    for r in reservations
+                ]
             ),
             "channel": OUTBOX_CHANNEL,
             "relay_idle_lock": RELAY_IDLE_LOCK_ID,

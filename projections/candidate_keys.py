@@ -1,4 +1,7 @@
-"""The candidate-keys projection: every key of every assessment, with its lifecycle times."""
+"""The candidate-keys projection: every key of every assessment, with its lifecycle times.
+
+It holds no key strings: events carry none, and a reader that needs one (the reviewer's key
+listing) joins the key's reservation (`projections.queries.list_keys`)."""
 
 from __future__ import annotations
 
@@ -31,7 +34,6 @@ class KeyRow:
     id: uuid.UUID
     assessment_id: uuid.UUID
     org_id: str
-    key: str
     candidate_email: str | None
     candidate_name: str | None
     org_name: str | None
@@ -62,7 +64,6 @@ def _(event: CandidateKeyIssued, keys: Keys) -> Keys:
         id=event.key_id,
         assessment_id=event.assessment_id,
         org_id=event.org_id,
-        key=event.key,
         candidate_email=event.candidate_email,
         candidate_name=event.candidate_name,
         org_name=event.org_name,

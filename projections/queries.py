@@ -14,6 +14,8 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from events.db import projection_pending_table as pending
+from events.db import reservations_table as reservations
+from events.service import KEY_SCOPE
 from projections.assessments import AssessmentRow
 from projections.candidate_keys import KeyRow
 from projections.tables import ASSESSMENTS_VIEW as view
@@ -102,13 +104,35 @@ def get_assessment(conn: Connection, org_id: str, assessment_id: uuid.UUID) -> A
     return _to_result(row) if row else None
 
 
-def list_keys(conn: Connection, assessment_id: uuid.UUID) -> list[KeyRow]:
+@dataclass(frozen=True)
+class ListedKey:
+    row: KeyRow
+    #: From the key's reservation, the only place it is kept; None only for a reservation
+    #: without the key's id (none after migration 0003's backfill).
+    key: str | None
+
+
+_KEY_COLUMNS = list(keys_view.columns)
+_KEY_STRING = reservations.c.key.label("key_string")
+
+
+def list_keys(conn: Connection, assessment_id: uuid.UUID) -> list[ListedKey]:
+    """The assessment's keys that are not revoked, by creation, each with its string."""
     query = (
-        select(keys_view)
+        select(*_KEY_COLUMNS, _KEY_STRING)
+        .select_from(
+            keys_view.outerjoin(
+                reservations,
+                and_(reservations.c.subject_id == keys_view.c.id, reservations.c.scope == KEY_SCOPE),
+            )
+        )
         .where(keys_view.c.assessment_id == assessment_id, keys_view.c.revoked_at.is_(None))
         .order_by(keys_view.c.created_at, keys_view.c.id)
     )
-    return [KeyRow(**row._mapping) for row in conn.execute(query)]
+    return [
+        ListedKey(KeyRow(**{c.name: row._mapping[c.name] for c in _KEY_COLUMNS}), row.key_string)
+        for row in conn.execute(query)
+    ]
 
 
 def encode_cursor(row: AssessmentRow) -> str:

@@ -65,7 +65,6 @@ def candidate_keys_view(name: str = "candidate_keys_view", meta: MetaData = meta
         Column("id", Uuid, primary_key=True),
         Column("assessment_id", Uuid, nullable=False),
         Column("org_id", Text, nullable=False),
-        Column("key", Text, nullable=False),
         Column("candidate_email", Text),
         Column("candidate_name", Text),
         Column("org_name", Text),

@@ -107,7 +107,8 @@ def expired(shared_system, org) -> tuple[str, str, str]:
     details = AssessmentDetails(title="Old", role="Backend", task_brief="Fix it.", expires_in_days=7)
     created = service.create(org.org_id, details, metadata)
     (issued,) = service.issue_keys(org.org_id, created.stream_id, [(None, None)], metadata)
-    return str(created.stream_id), str(issued.event.key_id), issued.event.key
+    (key,) = service.key_strings([issued.event.key_id]).values()
+    return str(created.stream_id), str(issued.event.key_id), key
 
 
 def test_an_expired_key_is_refused(candidate, expired):

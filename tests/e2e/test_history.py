@@ -15,6 +15,7 @@ ISSUED_DATA = {
     "keyId",
     "assessmentId",
     "orgId",
+    "keyHint",
     "candidateEmail",
     "candidateName",
     "orgName",
@@ -93,6 +94,7 @@ def test_issued_key_events_never_show_the_key_string(client):
     ]
     for key in keys:
         assert key["key"] not in response.text
+    assert [e["data"]["keyHint"] for e in issued] == [f"PST-****-**{key['key'][-2:]}" for key in keys]
 
 
 def test_a_deleted_assessments_history_stays_available_with_the_cascade_revocations(client):

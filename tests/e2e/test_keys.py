@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from tests.e2e.helpers import (
     KEY_FIELDS,
@@ -181,6 +182,28 @@ def test_listed_keys_are_as_issued(client):
     issued = issue_keys(client, assessment["id"], count=2, candidateEmails=["a@example.com", "b@example.com"])
 
     assert listed_keys(client, assessment["id"]) == issued
+
+
+def test_the_reviewer_sees_each_key_that_neither_the_read_model_nor_the_events_hold(client, shared_system):
+    """The key string is kept only in its reservation; the listing joins it from there."""
+    assessment = create(client)
+    issued = issue_keys(client, assessment["id"], count=3)
+
+    listed = listed_keys(client, assessment["id"])
+
+    assert [(k["id"], k["key"]) for k in listed] == [(k["id"], k["key"]) for k in issued]
+    assert all(KEY_FORMAT.match(k["key"]) for k in listed)
+    with shared_system.engine.connect() as conn:
+        projected = conn.execute(
+            text("SELECT * FROM candidate_keys_view WHERE assessment_id = :a"), {"a": assessment["id"]}
+        ).all()
+        events = conn.execute(
+            text("SELECT data::text FROM events WHERE stream_id = :a"), {"a": assessment["id"]}
+        ).all()
+    assert len(projected) == 3 and len(events) == 4
+    for key in issued:
+        assert key["key"] not in repr(projected)
+        assert key["key"] not in repr(events)
 
 
 def test_an_assessment_without_keys_lists_none(client):

@@ -217,6 +217,26 @@ def test_the_schema_refuses_the_version_1_names_of_a_key_event():
         validator("components/messages/CandidateKeyIssued/payload").validate(envelope)
 
 
+@pytest.mark.parametrize("shape", ["beside the hint", "instead of the hint (version 2)"])
+def test_the_schema_refuses_a_key_event_that_carries_the_key(shape):
+    envelope = sample_envelopes()["CandidateKeyIssued"]
+    data = envelope["data"]
+    if shape.startswith("instead"):
+        del data["keyHint"]
+    data["key"] = "PST-ABCD-EF7K"
+
+    with pytest.raises(jsonschema.ValidationError):
+        validator("components/messages/CandidateKeyIssued/payload").validate(envelope)
+
+
+def test_the_schema_refuses_a_hint_that_shows_more_than_the_last_two_characters():
+    envelope = sample_envelopes()["CandidateKeyIssued"]
+    envelope["data"]["keyHint"] = "PST-****-*F7K"
+
+    with pytest.raises(jsonschema.ValidationError):
+        validator("components/messages/CandidateKeyIssued/payload").validate(envelope)
+
+
 # --- every published message validates --------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cli.dev import create_schema
 from events.db import make_engine, outbox_table, projection_pending_table
+from events.keys import key_hint
 from events.model import (
     AssessmentCreated,
     AssessmentDeleted,
@@ -49,7 +51,7 @@ def issued(stream_id: uuid.UUID, org_id: str, key: str) -> CandidateKeyIssued:
         key_id=uuid7(),
         assessment_id=stream_id,
         org_id=org_id,
-        key=key,
+        key_hint=key_hint(key),
         candidate_email="ada@example.com",
         candidate_name="Ada",
         org_name="Acme",
@@ -200,6 +202,25 @@ def test_a_taken_reservation_refuses_the_append_and_stores_nothing(store, org_id
     assert stream_rows(store.engine, second) == {"events": 1, "outbox": 1, "pending": 1}
     assert store.reservation(KEY_SCOPE, key).stream_id == first
     assert store.reservation(KEY_SCOPE, other_key) is None
+
+
+def test_a_reservation_names_its_subject_and_gives_the_value_back_by_it(store, org_id):
+    stream = uuid7()
+    store.append(stream, 0, [created(stream, org_id)], metadata(org_id))
+    keys = {uuid7(): fresh_key() for _ in range(3)}
+    events = [replace(issued(stream, org_id, key), key_id=key_id) for key_id, key in keys.items()]
+    claims = [Reservation(KEY_SCOPE, key, subject_id=key_id) for key_id, key in keys.items()]
+
+    store.append(stream, 1, events, metadata(org_id), claims)
+
+    some = list(keys)[:2]
+    assert store.reserved_values(KEY_SCOPE, some) == {key_id: keys[key_id] for key_id in some}
+    assert store.reserved_values(KEY_SCOPE, [uuid7()]) == {}
+    assert store.reserved_values("idempotency", some) == {}
+    for key_id, key in keys.items():
+        reserved = store.reservation(KEY_SCOPE, key)
+        assert (reserved.stream_id, reserved.subject_id) == (stream, key_id)
+    assert all(key not in str(store.load(stream)) for key in keys.values())
 
 
 def test_a_conflicting_append_releases_the_reservations_it_claimed(store, org_id):

@@ -30,20 +30,29 @@ def reservations_of(engine, key: str) -> int:
 
 
 def issued_keys(service: AssessmentService, stream_id) -> list[str]:
-    return [k.key for k in service.load(stream_id).keys.values()]
+    """The strings of the stream's keys in issue order, from their reservations."""
+    key_ids = list(service.load(stream_id).keys)
+    found = service.key_strings(key_ids)
+    return [found[key_id] for key_id in key_ids]
+
+
+def strings_of(service: AssessmentService, issued) -> list[str]:
+    """The strings of just-issued keys, from their reservations: their events hold none."""
+    found = service.key_strings([r.event.key_id for r in issued])
+    return [found[r.event.key_id] for r in issued]
 
 
 def test_a_key_that_is_already_taken_is_drawn_again(system, service, org_id):
     taken_by = create(service, org_id).stream_id
     (taken,) = service.issue_keys(org_id, taken_by, candidates(1), metadata(org_id))
-    used = taken.event.key
+    (used,) = strings_of(service, [taken])
     generator = ScriptedKeys([used, used])
     colliding = AssessmentService(system.store, generate_key=generator)
     stream = create(colliding, org_id).stream_id
 
     issued = colliding.issue_keys(org_id, stream, candidates(3), metadata(org_id))
 
-    keys = [r.event.key for r in issued]
+    keys = strings_of(colliding, issued)
     assert len(set(keys)) == 3
     assert used not in keys
     assert generator.calls > len(keys)
@@ -60,7 +69,7 @@ def test_a_key_drawn_twice_in_one_batch_is_drawn_again(system, service, org_id):
 
     issued = drawing.issue_keys(org_id, stream, candidates(2), metadata(org_id))
 
-    keys = [r.event.key for r in issued]
+    keys = strings_of(drawing, issued)
     assert len(set(keys)) == 2
     assert generator.calls == 4
     assert reservations_of(system.engine, duplicate) == 0
@@ -77,9 +86,9 @@ def test_two_assessments_drawing_the_same_key_at_once_get_it_only_once(system, s
     def issue(stream, generator) -> None:
         drawing = AssessmentService(system.store, generate_key=generator)
         barrier.wait()
-        issued[stream] = [
-            r.event.key for r in drawing.issue_keys(org_id, stream, candidates(1), metadata(org_id))
-        ]
+        issued[stream] = strings_of(
+            drawing, drawing.issue_keys(org_id, stream, candidates(1), metadata(org_id))
+        )
 
     threads = [threading.Thread(target=issue, args=pair) for pair in zip(streams, generators, strict=True)]
     for thread in threads:

@@ -120,6 +120,17 @@ class Databases:
         self.created.append(name)
         return self.url(name)
 
+    def at_revision(self, revision: str) -> str:
+        """A new, empty database migrated only up to `revision`: data as an older release left
+        it, for a test to migrate the rest of the way."""
+        from cli.migrate import upgrade
+
+        name = self._name(uuid.uuid4().hex[:8])
+        self._execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        upgrade(self.url(name), revision)
+        return self.url(name)
+
     def drop_all(self) -> None:
         for name in reversed(self.created):
             self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

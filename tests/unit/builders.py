@@ -44,7 +44,7 @@ def issued(of: AssessmentCreated, **overrides: Any) -> CandidateKeyIssued:
         "key_id": uuid.uuid4(),
         "assessment_id": of.assessment_id,
         "org_id": of.org_id,
-        "key": "PST-ABCD-EFGH",
+        "key_hint": "PST-****-**GH",
         "candidate_email": "ada@example.com",
         "candidate_name": "Ada",
         "org_name": "Acme",

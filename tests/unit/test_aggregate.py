@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from events import aggregate
+from events import aggregate, codec
 from events.aggregate import (
     REVOKED_BY_CASCADE,
     AssessmentAlreadyDeleted,
@@ -17,6 +17,7 @@ from events.aggregate import (
     KeyNotFound,
     NewKey,
 )
+from events.keys import key_hint
 from events.model import AssessmentCreated, AssessmentDeleted, CandidateKeyIssued, CandidateKeyRevoked
 from tests.unit.builders import NOW, created, deleted, issued, revoked
 
@@ -68,7 +69,7 @@ def test_rebuild_counts_every_event_as_one_version():
 
 def test_rebuild_folds_creation_keys_revocation_and_deletion_into_state():
     first = created()
-    kept, gone = issued(first, key="PST-AAAA-AAAA"), issued(first, key="PST-BBBB-BBBB")
+    kept, gone = issued(first, key_hint="PST-****-**AA"), issued(first, key_hint="PST-****-**BB")
     state = aggregate.rebuild(first.assessment_id, [first, kept, gone, revoked(gone)])
     assert state.created == first
     assert state.org_id == first.org_id
@@ -160,7 +161,7 @@ def test_issue_keys_expire_expires_in_days_after_now():
             key_id=key.key_id,
             assessment_id=first.assessment_id,
             org_id=first.org_id,
-            key=key.key,
+            key_hint=key_hint(key.key),
             candidate_email=key.candidate_email,
             candidate_name=key.candidate_name,
             org_name="Acme",
@@ -169,6 +170,26 @@ def test_issue_keys_expire_expires_in_days_after_now():
         )
         for key in wanted
     ]
+
+
+def test_an_issued_key_event_holds_the_keys_hint_and_never_the_key():
+    _, state = live()
+
+    (event,) = aggregate.issue_keys(state, [new_key("PST-ABCD-EF7K")], LATER)
+
+    assert event.key_hint == "PST-****-**7K"
+    assert "PST-ABCD-EF7K" not in repr(event)
+    assert "PST-ABCD-EF7K" not in str(codec.encode(event))
+
+
+def test_the_state_knows_a_key_by_its_id_and_hint():
+    first, state = live()
+    wanted = new_key("PST-ABCD-EF7K")
+
+    state = aggregate.rebuild(first.assessment_id, [first, *aggregate.issue_keys(state, [wanted], LATER)])
+
+    assert state.keys[wanted.key_id].key_hint == "PST-****-**7K"
+    assert not hasattr(state.keys[wanted.key_id], "key")
 
 
 def test_issue_keys_refuses_a_missing_assessment():

@@ -9,8 +9,8 @@ import pytest
 
 from events import codec
 from events.codec import UndecodableEvent, UnknownEventType
-from events.model import EVENT_TYPES, AssessmentDeleted, Event
-from tests.unit.builders import NOW, created, deleted, one_of_each
+from events.model import EVENT_TYPES, AssessmentDeleted, CandidateKeyIssued, Event
+from tests.unit.builders import NOW, created, deleted, issued, one_of_each
 
 SAMPLES = {type(event).type_name: event for event in one_of_each()}
 
@@ -145,3 +145,69 @@ def test_upcasters_chain_from_any_old_version_to_the_newest(monkeypatch: pytest.
     v2["removedAt"] = v2.pop("deletedAt")
     assert codec.decode("AssessmentDeleted", 1, v1) == event
     assert codec.decode("AssessmentDeleted", 2, v2) == event
+
+
+# --- CandidateKeyIssued: v1 `email`/`name`, v2 the key in clear, v3 its hint ----------------------
+
+KEY = "PST-ABCD-EF7K"
+
+
+def key_payload(version: int) -> tuple[CandidateKeyIssued, dict]:
+    """A key event as the version-3 code has it, and the payload a version-`version` writer
+    stored for it (versions 1 and 2 with the key in clear)."""
+    event = issued(created(), key_hint="PST-****-**7K")
+    data = codec.encode(event)
+    if version < 3:
+        del data["keyHint"]
+        data["key"] = KEY
+    if version < 2:
+        data["email"], data["name"] = data.pop("candidateEmail"), data.pop("candidateName")
+    return event, data
+
+
+def test_candidate_key_issued_is_at_version_3():
+    assert CandidateKeyIssued.schema_version == 3
+    assert "key" not in codec.encode(issued(created()))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_old_key_event_is_read_with_the_hint_of_its_key_and_without_the_key(version: int):
+    event, stored = key_payload(version)
+
+    decoded = codec.decode("CandidateKeyIssued", version, stored)
+
+    assert decoded == event
+    assert KEY not in repr(decoded)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_old_key_event_is_normalised_to_the_version_3_payload_without_the_key(version: int):
+    event, stored = key_payload(version)
+
+    normalised = codec.normalise("CandidateKeyIssued", version, stored)
+
+    assert normalised == codec.encode(event)
+    assert list(normalised) == list(codec.encode(event))
+    assert KEY not in str(normalised)
+    assert stored["key"] == KEY, "the stored payload itself is left as it is"
+
+
+def test_the_version_2_upcaster_replaces_the_key_with_its_hint_and_keeps_the_rest():
+    _, v2 = key_payload(2)
+
+    v3 = codec.UPCASTERS[("CandidateKeyIssued", 2)](v2)
+
+    assert v3 == {**{k: v for k, v in v2.items() if k != "key"}, "keyHint": "PST-****-**7K"}
+
+
+@pytest.mark.parametrize("convert", [codec.decode, codec.normalise])
+@pytest.mark.parametrize("key", [None, 7, "missing"])
+def test_a_version_2_key_event_without_a_usable_key_is_undecodable(convert, key):
+    _, v2 = key_payload(2)
+    if key == "missing":
+        del v2["key"]
+    else:
+        v2["key"] = key
+
+    with pytest.raises(UndecodableEvent):
+        convert("CandidateKeyIssued", 2, v2)

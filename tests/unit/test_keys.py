@@ -6,7 +6,9 @@ import itertools
 import time
 import uuid
 
-from events.keys import ALPHABET, KEY_PATTERN, generate_key, looks_like_key
+import pytest
+
+from events.keys import ALPHABET, KEY_PATTERN, generate_key, key_hint, looks_like_key
 from events.model import uuid7
 
 
@@ -54,6 +56,36 @@ def test_looks_like_key_accepts_keys_and_rejects_look_alikes_and_lower_case():
     assert not looks_like_key("PST-abcd-efgh")
     assert not looks_like_key("PST-ABCD-EFGHJ")
     assert not looks_like_key("XYZ-ABCD-EFGH")
+
+
+# --- hints -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("PST-ABCD-EF7K", "PST-****-**7K"),
+        ("PST-AAAA-AAAA", "PST-****-**AA"),
+        ("PST-2345-6789", "PST-****-**89"),
+    ],
+)
+def test_a_hint_shows_the_prefix_the_dashes_and_the_last_two_characters(key, hint):
+    assert key_hint(key) == hint
+
+
+def test_a_hint_has_the_shape_of_a_key_and_is_no_key():
+    for _ in range(200):
+        key = generate_key()
+        hint = key_hint(key)
+        assert len(hint) == len(key)
+        assert not looks_like_key(hint)
+
+
+def test_a_hint_reveals_only_the_last_two_characters():
+    """Keys that differ anywhere but in their last two characters have the same hint."""
+    hints = {key_hint(f"PST-{a}{a}{a}{a}-{b}{b}7K") for a in ALPHABET for b in ALPHABET}
+    assert hints == {"PST-****-**7K"}
+    assert {key_hint(f"PST-ABCD-EF{c}K") for c in ALPHABET} == {f"PST-****-**{c}K" for c in ALPHABET}
 
 
 def test_uuid7_is_an_rfc_9562_version_7_uuid():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -151,9 +152,29 @@ def test_a_stored_row_of_an_old_schema_version_is_published_upcast():
     message = sample(issued_event)
     v1 = codec.encode(issued_event)
     v1["email"], v1["name"] = v1.pop("candidateEmail"), v1.pop("candidateName")
+    v1["key"] = "PST-ABCD-EF" + v1.pop("keyHint")[-2:]
     body = messages.encode_stored(stored_row(message, v1, schema_version=1))
     assert body == messages.encode(message)
-    assert json.loads(body)["schemaversion"] == 2
+    assert json.loads(body)["schemaversion"] == 3
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_stored_key_event_that_held_the_key_is_published_with_its_hint_only(version: int):
+    key = "PST-ABCD-EF7K"
+    issued_event = replace(one_of_each()[1], key_hint="PST-****-**7K")
+    message = sample(issued_event)
+    old = codec.encode(issued_event)
+    del old["keyHint"]
+    old["key"] = key
+    if version == 1:
+        old["email"], old["name"] = old.pop("candidateEmail"), old.pop("candidateName")
+
+    body = messages.encode_stored(stored_row(message, old, schema_version=version))
+
+    assert body == messages.encode(message)
+    assert key.encode() not in body
+    assert b"ABCDEF7K" not in body
+    assert json.loads(body)["data"]["keyHint"] == "PST-****-**7K"
 
 
 def test_a_stored_row_missing_a_field_is_undecodable_not_published_short():

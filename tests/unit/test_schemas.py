@@ -274,7 +274,6 @@ def key_row(**overrides) -> dict:
         id=uuid.uuid4(),
         assessment_id=uuid.uuid4(),
         org_id="org-1",
-        key="PST-ABCD-EFGH",
         candidate_email="ada@example.com",
         candidate_name="Ada",
         org_name=None,
@@ -282,7 +281,7 @@ def key_row(**overrides) -> dict:
         created_at=NOW,
         redeemed_at=None,
     )
-    return {**vars(row), "status": "pending", **overrides}
+    return {**vars(row), "key": "PST-ABCD-EFGH", "status": "pending", **overrides}
 
 
 NO_OPTIONALS = {"repo_url": None, "time_limit_minutes": None, "issue_id": None, "rubric_id": None}

@@ -15,6 +15,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from api import text
 from events import codec
 
 MAX_TIME_LIMIT_MINUTES = 7 * 24 * 60
@@ -46,13 +47,16 @@ class Timestamp(fields.Field):
         return None if value is None else codec.format_time(value)
 
 
-def _not_blank(value: str) -> None:
-    if not value.strip():
-        raise ValidationError("Must not be blank.")
+class NotBlank(validate.Regexp):
+    """At least one visible character (see `api.text`). A `Regexp`, so that the OpenAPI
+    document states the very same rule as its `pattern`."""
+
+    def __init__(self) -> None:
+        super().__init__(text.visible_text_pattern(), error=text.BLANK_MESSAGE)
 
 
 def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - a field factory
-    return fields.String(validate=[validate.Length(1, max_length), _not_blank], **kwargs)
+    return fields.String(validate=[validate.Length(1, max_length), NotBlank()], **kwargs)
 
 
 class CreateAssessmentSchema(CamelSchema):
@@ -69,7 +73,7 @@ class CreateAssessmentSchema(CamelSchema):
 
     @validates_schema
     def _brief_or_issue(self, data: dict[str, Any], **_kwargs: Any) -> None:
-        if data.get("issue_id") is None and not (data.get("task_brief") or "").strip():
+        if data.get("issue_id") is None and text.is_blank(data.get("task_brief") or ""):
             raise ValidationError("Required unless issueId is given.", "taskBrief")
 
 

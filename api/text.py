@@ -89,6 +89,23 @@ def visible_text_pattern() -> str:
 
 #: Any text without NUL (lone surrogates cannot be written in a valid JSON document's text).
 NO_NUL_PATTERN = "^[^\\u0000]*$"
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_TOP_LEVEL_DOMAIN = "[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = (
+    f"(?:(?:{_LABEL}\\.)+{_TOP_LEVEL_DOMAIN}\\.?"  # a domain name with a top-level domain
+    "|localhost"
+    "|[0-9]{1,3}(?:\\.[0-9]{1,3}){3}"  # IPv4
+    "|\\[[0-9A-Fa-f:.]+\\])"  # IPv6, bracketed
+)
+
+
+@functools.cache
+def http_url_pattern() -> str:
+    """An absolute http(s) URL: scheme, host, optional port, then anything visible from the
+    first `/`, `?` or `#` on. No user or password in it: a repository URL is shown to
+    candidates and travels in events."""
+    rest = f"(?:[/?#][^{_character_class(invisible_ranges())}]*)?"
+    return f"^[Hh][Tt][Tt][Pp][Ss]?://{_HOST}(?::[0-9]{{1,5}})?{rest}$"
 
 
 @functools.cache
@@ -98,7 +115,7 @@ def _visible_text() -> re.Pattern[str]:
 
 def is_blank(value: str) -> bool:
     """Nothing visible in it (NUL counts as nothing)."""
-    return _visible_text().match(value) is None
+    return _visible_text().fullmatch(value) is None
 
 
 def problem(value: str) -> str | None:

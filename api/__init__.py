@@ -10,7 +10,7 @@ from flask import Flask, g, request
 
 from api import assessments, health, issues
 from api.errors import register_error_handlers
-from api.http import EXTENSION, Services
+from api.http import EXTENSION, PathSegment, Services
 from api.token_cache import TokenCache
 from events import metrics
 from events.db import autocommit, libpq_url, make_engine
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         tokens = TokenCache(libpq_url(engine)) if engine.dialect.name == "postgresql" else None
         services = Services(settings, autocommit(engine), store, AssessmentService(store), tokens)
     app.extensions[EXTENSION] = services
+    app.url_map.converters["default"] = app.url_map.converters["string"] = PathSegment
     register_error_handlers(app)
     app.register_blueprint(assessments.bp)
     app.register_blueprint(issues.bp)

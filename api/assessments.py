@@ -11,7 +11,16 @@ from flask import Blueprint, g, jsonify, request, url_for
 
 from api.auth import Candidate
 from api.errors import ApiError, invalid, not_found
-from api.http import as_uuid, caller, json_body, path_uuid, requires_reviewer, reviewer, services
+from api.http import (
+    as_uuid,
+    caller,
+    json_body,
+    path_uuid,
+    query_args,
+    requires_reviewer,
+    reviewer,
+    services,
+)
 from api.schemas import (
     AssessmentSchema,
     AssessmentWithIssueSchema,
@@ -76,10 +85,17 @@ def _respond(body: dict[str, Any], fresh: bool = True, status: int = 200, header
 
 
 def _idempotency_key() -> str | None:
+    """Printable characters only: the key is stored, and a control character in it is a
+    client's bug, not a key."""
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key.strip()) <= MAX_IDEMPOTENCY_KEY:
+    if key is None:
+        return None
+    key = key.strip()
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
         raise invalid("Idempotency-Key", f"Must be 1 to {MAX_IDEMPOTENCY_KEY} characters.")
-    return key.strip() if key else None
+    if not key.isprintable():
+        raise invalid("Idempotency-Key", "Must be printable characters only.")
+    return key
 
 
 def _fingerprint(body: dict[str, Any]) -> str:
@@ -153,7 +169,7 @@ def create():
 @bp.get("")
 @requires_reviewer
 def list_all():
-    args = _LIST_QUERY_SCHEMA.load(request.args.to_dict())
+    args = _LIST_QUERY_SCHEMA.load(query_args())
     paged = "limit" in args or "after" in args
     fresh = _read_fresh()
     try:
@@ -197,7 +213,7 @@ def _get_as_candidate(key: str, assessment_id: str):
     """Decided on the stream itself, so a revoke or delete is effective at once."""
     refused = ApiError(401, "This candidate key is not valid for this assessment.")
     stream_id = as_uuid(assessment_id)
-    if stream_id is None:
+    if stream_id is None or not key.isprintable():  # no key has a control character (or NUL)
         raise refused
     try:
         state = services().assessments.authorise_candidate(key, stream_id)
@@ -245,7 +261,7 @@ def _history_item(recorded) -> dict[str, Any]:
 def history(assessment_id: str):
     """The assessment's events in order, also once deleted; paged by stream version."""
     stream_id = path_uuid(assessment_id, "Assessment")
-    args = _HISTORY_QUERY_SCHEMA.load(request.args.to_dict())
+    args = _HISTORY_QUERY_SCHEMA.load(query_args())
     recorded = services().assessments.history(reviewer().org_id, stream_id)
     page = [r for r in recorded if r.stream_version > args["after"]][: args["limit"]]
     more = bool(page) and page[-1].stream_version < recorded[-1].stream_version

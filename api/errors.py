@@ -11,7 +11,7 @@ from flask import Flask, jsonify
 from marshmallow import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from events.aggregate import AssessmentNotFound, KeyNotFound
 from events.store import ConcurrencyConflict
@@ -21,12 +21,17 @@ log = logging.getLogger(__name__)
 _CODES = {
     400: "validation_error",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
+    431: "request_header_fields_too_large",
     500: "internal",
+    501: "not_implemented",
     503: "unavailable",
 }
 
@@ -47,9 +52,13 @@ def invalid(field: str, message: str) -> ApiError:
     return ApiError(400, "The request is invalid.", {field: [message]})
 
 
+def error_document(status: int, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one error shape; also written by the HTTP server for requests it refuses itself."""
+    return {"error": {"code": _CODES.get(status, "error"), "message": message, "details": details or {}}}
+
+
 def error_response(status: int, message: str, details: dict[str, Any] | None = None):
-    body = {"error": {"code": _CODES.get(status, "error"), "message": message, "details": details or {}}}
-    response = jsonify(body)
+    response = jsonify(error_document(status, message, details))
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="assessments"'
@@ -106,8 +115,16 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):
-        messages = {404: "Resource not found.", 405: "Method not allowed."}
-        return error_response(error.code or 500, messages.get(error.code, error.description or error.name))
+        messages = {
+            404: "Resource not found.",
+            405: "Method not allowed.",
+            413: "The request body is larger than the service accepts.",
+        }
+        status = error.code or 500
+        response = error_response(status, messages.get(status, error.description or error.name))
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(_error: Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from functools import wraps
@@ -9,8 +10,10 @@ from typing import Any
 
 from flask import current_app, g, request
 from sqlalchemy.engine import Engine
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
-from api import auth
+from api import auth, text
 from api.errors import ApiError, not_found
 from api.token_cache import TokenCache
 from events.service import AssessmentService
@@ -43,15 +46,68 @@ def services() -> Services:
 
 
 def json_body() -> dict[str, Any]:
-    """The body as a JSON object; anything else is a 400 (or a 415 for a declared non-JSON
-    media type), before any work is done."""
+    """The body as a JSON object whose every string can be stored; anything else is a 400 (or
+    a 415 for a declared non-JSON media type, a 413 past the size limit), before any work is
+    done."""
     declared = request.mimetype
     if declared and declared != "application/json" and not declared.endswith("+json"):
         raise ApiError(415, "Send the body as application/json.")
-    body = request.get_json(force=True, silent=True)
+    body = _parsed(_body_bytes())
     if not isinstance(body, dict):
         raise ApiError(400, "The body must be a JSON object.", {})
+    if problems := text.problems(body):
+        raise ApiError(400, "The request is invalid.", problems)
     return body
+
+
+def _body_bytes() -> bytes:
+    """The whole body, or a 413. werkzeug refuses a declared Content-Length over the limit,
+    but reads a chunked body only up to the limit and stops there without a word: one byte
+    more from the server's own stream tells a body of exactly the limit from a longer one."""
+    limit = request.max_content_length
+    try:
+        data = request.get_data(cache=True)
+        longer = (
+            limit is not None
+            and request.content_length is None
+            and len(data) >= limit
+            and request.environ["wsgi.input"].read(1)
+        )
+    except HTTPException:
+        raise
+    except Exception as error:  # the server's reader refused the framing (gunicorn: a bad chunk)
+        raise ApiError(400, "The body could not be read: its chunked framing is malformed.") from error
+    if longer:
+        raise RequestEntityTooLarge()
+    return data
+
+
+def _parsed(data: bytes) -> Any:
+    """Strict JSON: no NaN or Infinity, and nesting that the parser survives (it raises
+    RecursionError at about a thousand levels)."""
+    try:
+        return json.loads(data, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "The body must be a JSON object.", {}) from None
+
+
+def _not_json(literal: str) -> None:
+    raise ValueError(f"{literal} is not JSON")
+
+
+def query_args() -> dict[str, str]:
+    """The query string's parameters (the first value of each), every one storable as text."""
+    args = request.args.to_dict()
+    if problems := text.problems(args):
+        raise ApiError(400, "The request is invalid.", problems)
+    return args
+
+
+class PathSegment(BaseConverter):
+    """The default converter for path arguments (`<issue_id>`), but a segment with a NUL in it
+    matches no route: nothing with a NUL can exist, and the database refuses to look for it."""
+
+    regex = r"[^/\x00]+"
 
 
 def path_uuid(value: str, what: str) -> uuid.UUID:

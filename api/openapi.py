@@ -19,8 +19,10 @@ from apispec.ext.marshmallow.field_converter import DEFAULT_FIELD_MAPPING
 from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import RAISE, Schema, fields
 
-from api import docs_page
+from api import docs_page, text
 from api.schemas import (
+    MAX_KEYS,
+    TEXT_DESCRIPTION,
     AssessmentSchema,
     AssessmentWithIssueSchema,
     CandidateKeySchema,
@@ -127,10 +129,50 @@ class ErrorSchema(_Doc):
     error = fields.Nested(ErrorBodySchema, required=True)
 
 
+def _key_counts() -> list[dict[str, Any]]:
+    """`candidateEmails` has exactly `count` entries, and `candidateNames` as many: JSON Schema
+    cannot compare two values, but it can list the fifty cases."""
+    exactly = [{"minItems": n, "maxItems": n} for n in range(1, MAX_KEYS + 1)]
+    return [
+        {"properties": {"count": {"const": n}, "candidateEmails": size, "candidateNames": size}}
+        for n, size in enumerate(exactly, start=1)
+    ]
+
+
+#: The rules of the request bodies that bind fields together, beside each field's own.
+_BODY_RULES = {
+    "CreateAssessment": lambda: {
+        "anyOf": [
+            {"required": ["issueId"], "properties": {"issueId": {"type": "string"}}},
+            {
+                "required": ["taskBrief"],
+                "properties": {"taskBrief": {"type": "string", "pattern": text.visible_text_pattern()}},
+            },
+        ],
+    },
+    "IssueKeys": lambda: {
+        "if": {"required": ["candidateNames"], "properties": {"candidateNames": {"type": "array"}}},
+        "then": {"required": ["candidateEmails"], "properties": {"candidateEmails": {"type": "array"}}},
+        "anyOf": _key_counts(),
+    },
+}
+#: The portable subset of the email addresses the service accepts (marshmallow's rule reads
+#: `\\w` as any script's letters, which ECMA-262 patterns cannot say).
+_EMAIL_PATTERN = (
+    "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    "@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z][A-Za-z0-9-]{0,61}[A-Za-z0-9]$"
+)
+
 #: Schemas the API only dumps: every property is always present, and a few are narrower than
 #: their marshmallow field says.
 _RESPONSE_SCHEMAS = ("Assessment", "AssessmentWithIssue", "Issue", "CandidateKey")
 _REFINEMENTS = {
+    "CreateAssessment": {
+        "issueId": {
+            "description": "The id of an issue in the catalogue (`GET /v1/issues`); any other id is 400. "
+            + TEXT_DESCRIPTION
+        },
+    },
     "CandidateKey": {
         "key": {"pattern": KEY_PATTERN},
         "status": {"enum": ["pending", "active", "completed", "expired"]},
@@ -237,13 +279,15 @@ _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "required": False,
     "description": "Retry safely: the same key with the same body returns the first response again and "
-    "creates nothing new; the same key with another body is 409.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "creates nothing new; the same key with another body is 409. Printable characters (a UUID is a "
+    "good key); surrounding spaces are ignored.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~](?:[ -~]*[!-~])?$"},
 }
 
 _QUERY_DESCRIPTIONS = {
     ("list", "limit"): "Page size. With `limit` or `after` the response is paged and has `nextCursor`.",
-    ("list", "after"): "The opaque `nextCursor` of the previous page.",
+    ("list", "after"): "The `nextCursor` of the previous page: a position in the (createdAt, id) order. "
+    "Any value of this pattern names one; pass back what the service returned.",
     ("history", "limit"): "Page size.",
     ("history", "after"): "Return events after this stream version (the previous page's `nextCursor`).",
 }
@@ -441,6 +485,7 @@ def _components(spec: APISpec) -> None:
         "Warning": {"description": 'With X-Projection-Stale: `110 - "Response is Stale"`.', "schema": string},
         "WWW-Authenticate": {"description": "The bearer challenge.", "required": True, "schema": string},
         "Retry-After": {"description": "Seconds to wait before retrying.", "schema": string},
+        "Allow": {"description": "With 405: the methods the path takes.", "schema": string},
     }.items():
         spec.components.header(name, header)
 
@@ -455,8 +500,10 @@ def _components(spec: APISpec) -> None:
         "PayloadTooLarge": error("payload_too_large: the body is over 1 MiB."),
         "UnsupportedMediaType": error("unsupported_media_type: the body is not declared as JSON."),
         "Unexpected": error(
-            "Any other error: method_not_allowed (405), internal (500), unavailable (503, with Retry-After).",
+            "Any other error: method_not_allowed (405, with Allow), internal (500), unavailable (503, with "
+            "Retry-After).",
             "Retry-After",
+            "Allow",
         ),
     }.items():
         spec.components.response(name, response)
@@ -529,6 +576,13 @@ def build_spec(app: Flask) -> dict[str, Any]:
     for name, properties in _REFINEMENTS.items():
         for field, refinement in properties.items():
             schemas[name]["properties"][field].update(refinement)
+    for name, rules in _BODY_RULES.items():
+        schemas[name].update(rules())
+    schemas["IssueKeys"]["properties"]["candidateEmails"]["items"].update(
+        pattern=_EMAIL_PATTERN,
+        description="An email address. The service also accepts letters beyond ASCII and quoted local "
+        "parts, which this pattern leaves out.",
+    )
     return document
 
 

@@ -15,10 +15,18 @@ from marshmallow import (
     validates_schema,
 )
 
+from api import text
 from events import codec
+from projections import queries
 
 MAX_TIME_LIMIT_MINUTES = 7 * 24 * 60
 MAX_TASK_BRIEF = 50_000
+MAX_KEYS = 50
+MAX_URL = 2048
+#: RFC 5321's limit on a forward path.
+MAX_EMAIL = 254
+#: History versions are compared in Python; the bound only keeps the document honest.
+MAX_VERSION = 2**63 - 1
 
 
 class CamelSchema(Schema):
@@ -30,12 +38,16 @@ class CamelSchema(Schema):
 
 
 class StrictInteger(fields.Integer):
-    """An integer and nothing else: not "5", not 5.0, not true."""
+    """A JSON number that is an integer, and nothing else: not "5", not true, not 5.5. JSON has
+    one kind of number, and JSON Schema's `integer` (what the OpenAPI document says) takes 5.0
+    as the integer 5, with no way to say otherwise: so does this field."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(strict=True, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise self.make_error("invalid")
         return super()._deserialize(value, attr, data, **kwargs)
@@ -46,20 +58,62 @@ class Timestamp(fields.Field):
         return None if value is None else codec.format_time(value)
 
 
-def _not_blank(value: str) -> None:
-    if not value.strip():
-        raise ValidationError("Must not be blank.")
+class Pattern(validate.Regexp):
+    """A regular expression the whole value must match. A `Regexp`, so that the OpenAPI
+    document states the very same rule as its `pattern`; matched whole, because Python's `$`
+    also matches before a final newline and JSON Schema's (ECMA-262's) does not."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+def NotBlank() -> Pattern:  # noqa: N802 - a validator factory
+    """At least one visible character, and no NUL (see `api.text`)."""
+    return Pattern(text.visible_text_pattern(), error=text.BLANK_MESSAGE)
+
+
+TEXT_DESCRIPTION = (
+    "At least one visible character: text of only spaces, zero-width or other invisible "
+    "characters is blank. No NUL."
+)
 
 
 def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - a field factory
-    return fields.String(validate=[validate.Length(1, max_length), _not_blank], **kwargs)
+    return fields.String(
+        validate=[validate.Length(1, max_length), NotBlank()],
+        metadata={"description": TEXT_DESCRIPTION},
+        **kwargs,
+    )
+
+
+_NO_NUL = Pattern(text.NO_NUL_PATTERN, error=text.NUL_MESSAGE)
 
 
 class CreateAssessmentSchema(CamelSchema):
     title = Text(255, required=True)
     role = Text(255, required=True)
-    task_brief = fields.String(validate=validate.Length(max=MAX_TASK_BRIEF), allow_none=True)
-    repo_url = fields.Url(schemes={"http", "https"}, allow_none=True, load_default=None)
+    task_brief = fields.String(
+        validate=[validate.Length(max=MAX_TASK_BRIEF), _NO_NUL],
+        allow_none=True,
+        metadata={
+            "description": "Required, with at least one visible character, unless `issueId` is given; "
+            "then the issue's brief is used and this one ignored. No NUL."
+        },
+    )
+    repo_url = fields.String(
+        validate=[
+            validate.Length(1, MAX_URL),
+            Pattern(text.http_url_pattern(), error="Not a valid http(s) URL."),
+        ],
+        allow_none=True,
+        load_default=None,
+        metadata={
+            "description": "An absolute http(s) URL: a host with a top-level domain, `localhost` or an IP "
+            "address, an optional port, then no space or invisible character. No user or password."
+        },
+    )
     time_limit_minutes = StrictInteger(
         validate=validate.Range(1, MAX_TIME_LIMIT_MINUTES), allow_none=True, load_default=None
     )
@@ -69,7 +123,7 @@ class CreateAssessmentSchema(CamelSchema):
 
     @validates_schema
     def _brief_or_issue(self, data: dict[str, Any], **_kwargs: Any) -> None:
-        if data.get("issue_id") is None and not (data.get("task_brief") or "").strip():
+        if data.get("issue_id") is None and text.is_blank(data.get("task_brief") or ""):
             raise ValidationError("Required unless issueId is given.", "taskBrief")
 
 
@@ -78,12 +132,14 @@ class ListQuerySchema(CamelSchema):
         unknown = RAISE
 
     limit = fields.Integer(validate=validate.Range(1, 1000))
-    after = fields.String(validate=validate.Length(1, 512))
+    after = fields.String(
+        validate=Pattern(queries.CURSOR_PATTERN, error="Not a cursor this service returned.")
+    )
 
 
 class HistoryQuerySchema(CamelSchema):
     limit = fields.Integer(validate=validate.Range(1, 1000), load_default=100)
-    after = fields.Integer(validate=validate.Range(min=0), load_default=0)
+    after = fields.Integer(validate=validate.Range(0, MAX_VERSION), load_default=0)
 
 
 class IssueSchema(CamelSchema):
@@ -117,9 +173,19 @@ class AssessmentWithIssueSchema(AssessmentSchema):
 
 
 class IssueKeysSchema(CamelSchema):
-    count = StrictInteger(required=True, validate=validate.Range(1, 50))
-    candidate_emails = fields.List(fields.Email(), allow_none=True, load_default=None)
-    candidate_names = fields.List(Text(255), allow_none=True, load_default=None)
+    count = StrictInteger(required=True, validate=validate.Range(1, MAX_KEYS))
+    candidate_emails = fields.List(
+        fields.Email(validate=validate.Length(max=MAX_EMAIL)),
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "Exactly `count` addresses when given."},
+    )
+    candidate_names = fields.List(
+        Text(255),
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "Only with `candidateEmails`, as many entries, paired by position."},
+    )
     org_name = Text(255, allow_none=True, load_default=None)
 
     @validates_schema

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import uuid
 from collections.abc import Mapping
 
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
+from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
+from gunicorn.workers.gthread import ThreadWorker
 
-from api import create_app
+from api import REQUEST_ID_HEADER, create_app
+from api.errors import error_document
 from events import metrics
 from events.settings import Settings
+
+access_log = logging.getLogger("api.access")
 
 #: gunicorn settings an operator may change without code, with their defaults. Any other
 #: gunicorn option can be given in GUNICORN_CMD_ARGS (e.g. "--max-requests 10000").
@@ -37,6 +46,74 @@ class ProcessLogger(Logger):
             logger.propagate = True
 
 
+class JsonErrorWorker(ThreadWorker):
+    """gunicorn's threaded worker, but the requests that gunicorn refuses itself before the app
+    sees them (a request line or headers over its limits, a malformed request) are answered in
+    the API's error shape with an X-Request-Id, not with gunicorn's HTML page. gunicorn still
+    decides the status and logs the refusal; only the bytes on the wire differ."""
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        page = _Page()
+        super().handle_error(req, page, addr, exc)
+        if page.status is None:
+            return
+        request_id = str(uuid.uuid4())
+        access_log.info(
+            "%s refused by the HTTP server rid=%s",
+            page.status,
+            request_id,
+            extra={"status": page.status, "route": "<unparsed>", "request_id": request_id},
+        )
+        try:
+            util.write_nonblock(
+                client, json_error(page.status, page.reason, self._message(page.status, exc), request_id)
+            )
+        except Exception:
+            self.log.debug("Failed to send error message.")
+
+    def _message(self, status: int, exc: BaseException) -> str:
+        if isinstance(exc, LimitRequestLine):
+            return f"The request line (method, path and query) is over {self.cfg.limit_request_line} bytes."
+        if isinstance(exc, LimitRequestHeaders):
+            return (
+                f"The request has more than {self.cfg.limit_request_fields} header fields, or one over "
+                f"{self.cfg.limit_request_field_size} bytes."
+            )
+        if status >= 500:
+            return "Internal server error."
+        return f"The request is malformed: {str(exc)[:200]}"
+
+
+class _Page:
+    """Stands in for the client's socket while gunicorn writes its HTML error page, to learn
+    the status it chose."""
+
+    status: int | None = None
+    reason = ""
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def sendall(self, data: bytes) -> None:
+        _version, status, self.reason = data.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+        self.status = int(status)
+
+
+def json_error(status: int, reason: str, message: str, request_id: str) -> bytes:
+    """A whole HTTP response in the API's error shape; the connection closes after it, as
+    after gunicorn's own."""
+    body = json.dumps(error_document(status, message), separators=(",", ":")).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"{REQUEST_ID_HEADER}: {request_id}\r\n"
+        "\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
 class ApiServer(BaseApplication):
     def __init__(self, settings: Settings, options: dict) -> None:
         self.settings = settings
@@ -61,7 +138,7 @@ def gunicorn_options(bind: str, workers: int, environ: Mapping[str, str] | None 
     return {
         "bind": bind,
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": JsonErrorWorker,
         **{option: int(env.get(variable, default)) for option, (variable, default) in TUNABLES.items()},
         "accesslog": None,
         "errorlog": "-",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
-import json
+import re
+import struct
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select
@@ -135,15 +136,26 @@ def list_keys(conn: Connection, assessment_id: uuid.UUID) -> list[ListedKey]:
     ]
 
 
+#: A cursor is 24 bytes in URL-safe base64: the last row's `created_at` in microseconds since
+#: the epoch (signed, big-endian) and its id. Every string of this pattern names a position in
+#: the (created_at, id) order, so the API's document can state exactly what it accepts.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{32}$"
+_CURSOR = struct.Struct(">q16s")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_EARLIEST = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+_LATEST = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+
+
 def encode_cursor(row: AssessmentRow) -> str:
-    raw = json.dumps([row.created_at.isoformat(), str(row.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    micros = (row.created_at - _EPOCH) // _MICROSECOND
+    return base64.urlsafe_b64encode(_CURSOR.pack(micros, row.id.bytes)).decode()
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, last_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), uuid.UUID(last_id)
-    except (ValueError, TypeError) as error:
-        raise InvalidCursor(cursor) from error
+    """The position a cursor names; a time beyond what a datetime holds is its nearest end."""
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise InvalidCursor(cursor)
+    micros, last_id = _CURSOR.unpack(base64.urlsafe_b64decode(cursor))
+    micros = min(max(micros, _EARLIEST), _LATEST)
+    return _EPOCH + micros * _MICROSECOND, uuid.UUID(bytes=last_id)

@@ -97,6 +97,11 @@ def test_timestamps_are_utc_iso_8601_with_milliseconds(client):
         {"expiresInDays": 1},
         {"expiresInDays": 365},
         {"repoUrl": "http://example.com/repo"},
+        {"repoUrl": "HTTPS://GITHUB.COM/acme/api?tab=readme#top"},
+        {"repoUrl": "http://localhost:8080/repo"},
+        {"repoUrl": "https://127.0.0.1/repo"},
+        {"repoUrl": "https://[::1]:8443/"},
+        {"repoUrl": "https://example.xn--p1ai/r\u00e9po"},
         {"repoUrl": None},
         {"rubricId": None},
     ],
@@ -124,7 +129,6 @@ INVALID = [
     ("timeLimitMinutes a string", {"timeLimitMinutes": "60"}, "timeLimitMinutes"),
     ("timeLimitMinutes a fraction", {"timeLimitMinutes": 1.5}, "timeLimitMinutes"),
     ("timeLimitMinutes a boolean", {"timeLimitMinutes": True}, "timeLimitMinutes"),
-    ("timeLimitMinutes a float", {"timeLimitMinutes": 60.0}, "timeLimitMinutes"),
     ("expiresInDays 0", {"expiresInDays": 0}, "expiresInDays"),
     ("expiresInDays 366", {"expiresInDays": 366}, "expiresInDays"),
     ("expiresInDays a fraction", {"expiresInDays": 2.5}, "expiresInDays"),
@@ -132,6 +136,11 @@ INVALID = [
     ("expiresInDays null", {"expiresInDays": None}, "expiresInDays"),
     ("repoUrl ftp", {"repoUrl": "ftp://x"}, "repoUrl"),
     ("repoUrl not a url", {"repoUrl": "not a url"}, "repoUrl"),
+    ("repoUrl without a top-level domain", {"repoUrl": "https://intranet/repo"}, "repoUrl"),
+    ("repoUrl with credentials", {"repoUrl": "https://user:token@github.com/a/b"}, "repoUrl"),
+    ("repoUrl with a space", {"repoUrl": "https://github.com/a b"}, "repoUrl"),
+    ("repoUrl with a final newline", {"repoUrl": "https://github.com/a\n"}, "repoUrl"),
+    ("repoUrl over 2048 characters", {"repoUrl": "https://github.com/" + "a" * 2030}, "repoUrl"),
     ("rubricId not a uuid", {"rubricId": "abc"}, "rubricId"),
     ("unknown field timeLimit", {"timeLimit": 60}, "timeLimit"),
     ("issueId not in the catalogue", {"issueId": "no-such-issue"}, "issueId"),
@@ -146,6 +155,16 @@ def test_invalid_input_is_refused_naming_the_field_and_stores_nothing(client, ov
 
     assert_error(response, 400, "validation_error", field)
     assert [item["id"] for item in listed(client)] == [existing["id"]]
+
+
+@pytest.mark.parametrize(
+    ("field", "sent", "stored"),
+    [("timeLimitMinutes", 60.0, 60), ("expiresInDays", 14.0, 14), ("timeLimitMinutes", 1e2, 100)],
+)
+def test_an_integral_json_number_is_the_integer_it_is(client, field, sent, stored):
+    """JSON has one kind of number, and the OpenAPI document's `integer` takes 60.0 as 60: a
+    client that follows the document is not refused."""
+    assert create(client, **{field: sent})[field] == stored
 
 
 @pytest.mark.parametrize(

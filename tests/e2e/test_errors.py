@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
+
 from tests.e2e.helpers import assert_error
 
 
@@ -12,10 +16,24 @@ def test_an_unknown_path_is_not_found_in_the_error_shape(client):
 def test_an_unsupported_method_answers_in_the_error_shape(client):
     response = client.put("/v1/assessments", json={})
 
-    assert response.status_code == 405
-    error = response.json()["error"]
-    assert set(error) == {"code", "message", "details"}
-    assert error["code"] and error["message"] and error["details"] == {}
+    assert_error(response, 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/v1/assessments", {"GET", "POST"}),
+        ("PATCH", "/v1/assessments/{id}", {"GET", "DELETE"}),
+        ("POST", "/v1/assessments/{id}/events", {"GET"}),
+        ("PUT", "/v1/assessments/{id}/keys/{id}", {"DELETE"}),
+        ("DELETE", "/v1/issues", {"GET"}),
+    ],
+)
+def test_a_405_says_which_methods_are_allowed(client, method, path, allowed):
+    response = client.request(method, path.format(id=uuid.uuid4()))
+
+    assert_error(response, 405, "method_not_allowed")
+    assert allowed <= set(response.headers["Allow"].split(", ")) <= allowed | {"HEAD", "OPTIONS"}
 
 
 def test_a_request_id_is_echoed(client):

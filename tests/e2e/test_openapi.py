@@ -462,3 +462,164 @@ def test_the_check_rejects_what_the_document_does_not_allow(spec: dict[str, Any]
         {**assessment, "timeLimit": 90},
     ):
         assert schema_violations(spec, where, "application/json", {"assessment": wrong}) != [], wrong
+
+
+# --- requests against the document: it accepts exactly what the API accepts -----------------
+
+
+def request_violations(spec: dict[str, Any], where: str, value: Any) -> list[str]:
+    """What the document says is wrong with `value` at `where` (a JSON pointer into it)."""
+    registry = Registry().with_resource(SPEC_URI, DRAFT202012.create_resource(spec))
+    validator = Draft202012Validator({"$ref": f"{SPEC_URI}#{where}"}, registry=registry)
+    return [error.message for error in validator.iter_errors(value)]
+
+
+def parameter_pointer(spec: dict[str, Any], path: str, method: str, name: str) -> str:
+    parameters = spec["paths"][path][method]["parameters"]
+    index = next(i for i, parameter in enumerate(parameters) if parameter["name"] == name)
+    return "/" + _pointer("paths", path, method, "parameters", str(index), "schema")
+
+
+ISSUE = object()  #: Stands for the id of an issue in the catalogue.
+
+CREATE_BODIES = [
+    ("minimal", {}, True),
+    ("taskBrief missing", {"taskBrief": MISSING}, False),
+    ("taskBrief empty", {"taskBrief": ""}, False),
+    ("taskBrief blank", {"taskBrief": "  \t"}, False),
+    ("taskBrief zero-width", {"taskBrief": "\u200b\u2060"}, False),
+    ("taskBrief null", {"taskBrief": None}, False),
+    ("taskBrief null, issueId null", {"taskBrief": None, "issueId": None}, False),
+    ("taskBrief empty with issueId", {"taskBrief": "", "issueId": ISSUE}, True),
+    ("taskBrief missing with issueId", {"taskBrief": MISSING, "issueId": ISSUE}, True),
+    ("taskBrief with a NUL", {"taskBrief": "a\x00b"}, False),
+    ("title zero-width", {"title": "\u200b"}, False),
+    ("title soft hyphen and BOM", {"title": "\u00ad\ufeff"}, False),
+    ("title with a NUL", {"title": "a\x00"}, False),
+    ("title of 255 emoji", {"title": "\U0001f642" * 255}, True),
+    ("role of 256", {"role": "r" * 256}, False),
+    ("issueId blank", {"issueId": " "}, False),
+    ("timeLimitMinutes 60.0", {"timeLimitMinutes": 60.0}, True),
+    ("timeLimitMinutes 1.5", {"timeLimitMinutes": 1.5}, False),
+    ("timeLimitMinutes true", {"timeLimitMinutes": True}, False),
+    ("timeLimitMinutes 10081", {"timeLimitMinutes": 10081}, False),
+    ("expiresInDays null", {"expiresInDays": None}, False),
+    ("expiresInDays 365.0", {"expiresInDays": 365.0}, True),
+    ("repoUrl http localhost", {"repoUrl": "http://localhost:8080/repo"}, True),
+    ("repoUrl upper case", {"repoUrl": "HTTPS://GITHUB.COM/A/B"}, True),
+    ("repoUrl ftp", {"repoUrl": "ftp://github.com/a"}, False),
+    ("repoUrl without a top-level domain", {"repoUrl": "https://intranet/a"}, False),
+    ("repoUrl with credentials", {"repoUrl": "https://u:p@github.com/a"}, False),
+    ("repoUrl with a space", {"repoUrl": "https://github.com/a b"}, False),
+    ("repoUrl empty", {"repoUrl": ""}, False),
+    ("rubricId", {"rubricId": str(uuid.uuid4())}, True),
+    ("unknown field", {"timeLimit": 5}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "accepted"), [c[1:] for c in CREATE_BODIES], ids=[c[0] for c in CREATE_BODIES]
+)
+def test_the_document_allows_a_create_body_exactly_when_the_api_accepts_it(
+    spec, client, issue, overrides, accepted
+):
+    sent = body(**{name: issue["id"] if value is ISSUE else value for name, value in overrides.items()})
+
+    documented = request_violations(spec, "/components/schemas/CreateAssessment", sent)
+    response = client.post("/v1/assessments", json=sent)
+
+    assert (documented == [], response.status_code == 201) == (accepted, accepted), (
+        documented,
+        response.text,
+    )
+
+
+EMAILS = ["a@example.com", "b@example.com"]
+KEYS_BODIES = [
+    ("count alone", {"count": 2}, True),
+    ("count 2.0", {"count": 2.0}, True),
+    ("count 0", {"count": 0}, False),
+    ("count 51", {"count": 51}, False),
+    ("emails of count", {"count": 2, "candidateEmails": EMAILS}, True),
+    ("too few emails", {"count": 2, "candidateEmails": EMAILS[:1]}, False),
+    ("too many emails", {"count": 1, "candidateEmails": EMAILS}, False),
+    ("names paired", {"count": 2, "candidateEmails": EMAILS, "candidateNames": ["A", "B"]}, True),
+    ("names without emails", {"count": 2, "candidateNames": ["A", "B"]}, False),
+    ("names with null emails", {"count": 2, "candidateEmails": None, "candidateNames": ["A", "B"]}, False),
+    ("null names", {"count": 2, "candidateEmails": EMAILS, "candidateNames": None}, True),
+    ("too few names", {"count": 2, "candidateEmails": EMAILS, "candidateNames": ["A"]}, False),
+    ("a blank name", {"count": 2, "candidateEmails": EMAILS, "candidateNames": ["A", "\u200b"]}, False),
+    ("an email without a domain", {"count": 1, "candidateEmails": ["a@b"]}, False),
+    ("orgName invisible", {"count": 1, "orgName": "\u2060\u00a0"}, False),
+    ("orgName", {"count": 1, "orgName": "Acme"}, True),
+]
+
+
+@pytest.mark.parametrize(("sent", "accepted"), [c[1:] for c in KEYS_BODIES], ids=[c[0] for c in KEYS_BODIES])
+def test_the_document_allows_a_keys_body_exactly_when_the_api_accepts_it(spec, client, sent, accepted):
+    assessment = create(client)
+
+    documented = request_violations(spec, "/components/schemas/IssueKeys", sent)
+    response = client.post(f"/v1/assessments/{assessment['id']}/keys", json=sent)
+
+    assert (documented == [], response.status_code == 201) == (accepted, accepted), (
+        documented,
+        response.text,
+    )
+
+
+def test_an_email_the_document_leaves_out_may_still_be_accepted(spec, client):
+    """The document's email pattern is the portable (ASCII) subset of what the service takes."""
+    sent = {"count": 1, "candidateEmails": ["j\u00fcrgen@example.com"]}
+
+    assert request_violations(spec, "/components/schemas/IssueKeys", sent) != []
+    assert client.post(f"/v1/assessments/{create(client)['id']}/keys", json=sent).status_code == 201
+
+
+QUERIES = [
+    ("/v1/assessments", "after", "0", False),
+    ("/v1/assessments", "after", "A" * 32, True),
+    ("/v1/assessments", "after", "A" * 31 + "=", False),
+    ("/v1/assessments/{assessmentId}/events", "after", 0, True),
+    ("/v1/assessments/{assessmentId}/events", "after", -1, False),
+    ("/v1/assessments/{assessmentId}/events", "limit", 1000, True),
+    ("/v1/assessments/{assessmentId}/events", "limit", 1001, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "value", "accepted"), QUERIES, ids=[f"{q[0]}?{q[1]}={q[2]}" for q in QUERIES]
+)
+def test_the_document_allows_a_query_parameter_exactly_when_the_api_accepts_it(
+    spec, client, path, name, value, accepted
+):
+    url = path.format(assessmentId=create(client)["id"])
+
+    documented = request_violations(spec, parameter_pointer(spec, path, "get", name), value)
+    response = client.get(url, params={name: value})
+
+    assert (documented == [], response.status_code == 200) == (accepted, accepted), (
+        documented,
+        response.text,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "accepted"),
+    [
+        ("a-uuid-or-anything-printable", True),
+        ("with inner spaces", True),
+        ("a\x01b", False),
+        ("x" * 256, False),
+    ],
+)
+def test_the_document_allows_an_idempotency_key_exactly_when_the_api_accepts_it(spec, client, key, accepted):
+    documented = request_violations(
+        spec, parameter_pointer(spec, "/v1/assessments", "post", "Idempotency-Key"), key
+    )
+    response = client.post("/v1/assessments", json=body(), headers={"Idempotency-Key": key})
+
+    assert (documented == [], response.status_code == 201) == (accepted, accepted), (
+        documented,
+        response.text,
+    )

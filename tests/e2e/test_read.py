@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import struct
 import uuid
 
 import pytest
@@ -163,10 +165,60 @@ def _b64(raw: bytes) -> str:
         _b64(json.dumps(["2026-01-01T00:00:00+00:00", "not-a-uuid"]).encode()),
         _b64(json.dumps({"a": 1}).encode()),
         _b64(b"\xff\xfe"),
+        "0",
+        "A" * 31,
+        "A" * 33,
+        "A" * 31 + "=",
+        "A" * 31 + "+",
+        "A" * 32 + "\n",
     ],
-    ids=["punctuation", "short", "not json", "numbers", "bad uuid", "object", "not utf-8"],
+    ids=[
+        "punctuation",
+        "short",
+        "not json",
+        "numbers",
+        "bad uuid",
+        "object",
+        "not utf-8",
+        "zero",
+        "31",
+        "33",
+        "padding",
+        "not url-safe",
+        "final newline",
+    ],
 )
 def test_a_cursor_this_service_did_not_return_is_refused(client, cursor):
     response = client.get("/v1/assessments", params={"limit": 2, "after": cursor})
 
     assert_error(response, 400, "validation_error", "after")
+
+
+def _position(micros: int, last_id: uuid.UUID) -> str:
+    """A cursor as the document describes it: 24 bytes, base64url (time, id)."""
+    return base64.urlsafe_b64encode(struct.pack(">q16s", micros, last_id.bytes)).decode()
+
+
+@pytest.mark.parametrize(
+    ("micros", "expected"),
+    [(0, "all"), (-(2**63), "all"), (2**63 - 1, "none"), (10**17, "none")],
+    ids=["epoch", "earliest", "latest", "year-5138"],
+)
+def test_every_cursor_of_the_documented_form_names_a_position(client, micros, expected):
+    """Any 32 characters of the base64url alphabet are a place in the (createdAt, id) order,
+    so a client that follows the document's pattern is never refused."""
+    created = [create(client)["id"] for _ in range(2)]
+
+    page = _page(client, limit=5, after=_position(micros, uuid.UUID(int=0)))
+
+    assert [item["id"] for item in page["assessments"]] == (created if expected == "all" else [])
+    assert page["nextCursor"] is None
+
+
+def test_a_returned_cursor_has_the_documented_form(client):
+    created = [create(client)["id"] for _ in range(2)]
+
+    cursor = _page(client, limit=1)["nextCursor"]
+
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", cursor)
+    assert [item["id"] for item in _page(client, limit=5, after=cursor)["assessments"]] == created[1:]

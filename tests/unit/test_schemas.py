@@ -6,8 +6,12 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from marshmallow import ValidationError, fields
 
+from api import openapi, text
 from api.schemas import (
     AssessmentSchema,
     AssessmentWithIssueSchema,
@@ -145,7 +149,14 @@ def test_count_accepts_one_to_fifty(count: int):
     assert IssueKeysSchema().load({"count": count})["count"] == count
 
 
-@pytest.mark.parametrize("count", [0, 51, -1, "3", 2.0, 1.5, True, None])
+@pytest.mark.parametrize("count", [2.0, 5e1])
+def test_an_integral_json_number_is_a_count(count: float):
+    """JSON Schema's `integer`, which the OpenAPI document says, takes 2.0 as 2."""
+    loaded = IssueKeysSchema().load({"count": count})["count"]
+    assert (loaded, type(loaded)) == (int(count), int)
+
+
+@pytest.mark.parametrize("count", [0, 51, -1, "3", 50.5, 1.5, float("inf"), float("nan"), 1e300, True, None])
 def test_count_must_be_an_integer_from_one_to_fifty(count):
     assert list(errors(IssueKeysSchema(), {"count": count})) == ["count"]
 
@@ -316,3 +327,28 @@ def test_a_field_type_it_does_not_know_is_refused_when_compiled():
 
     with pytest.raises(TypeError, match="Float"):
         compile_dump(WithFloat())
+
+
+# --- the OpenAPI document's patterns against the code ------------------------------------------
+
+PROPERTIES = settings(max_examples=200, derandomize=True, database=None, deadline=None)
+
+
+@PROPERTIES
+@given(st.from_regex(openapi._EMAIL_PATTERN, fullmatch=True).filter(lambda email: len(email) <= 254))
+def test_every_email_the_document_allows_is_accepted(email: str):
+    body = {"count": 1, "candidateEmails": [email]}
+    assert IssueKeysSchema().load(body)["candidate_emails"] == [email]
+
+
+@PROPERTIES
+@given(st.text())
+def test_the_blank_rule_and_the_documents_pattern_agree_on_any_text(value: str):
+    documented = Draft202012Validator({"pattern": text.visible_text_pattern()}).is_valid(value)
+    assert documented == (not text.is_blank(value))
+
+
+@PROPERTIES
+@given(st.from_regex(text.http_url_pattern(), fullmatch=True).filter(lambda url: len(url) <= 2048))
+def test_every_repo_url_the_document_allows_is_accepted(url: str):
+    assert CreateAssessmentSchema().load({**MINIMAL, "repoUrl": url})["repo_url"] == url

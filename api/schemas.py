@@ -38,19 +38,25 @@ class CamelSchema(Schema):
 
 
 class StrictInteger(fields.Integer):
-    """A JSON number that is an integer, and nothing else: not "5", not true, not 5.5. JSON has
-    one kind of number, and JSON Schema's `integer` (what the OpenAPI document says) takes 5.0
-    as the integer 5, with no way to say otherwise: so does this field."""
+    """A JSON integer and nothing else: not "5", not true, not 5.5, and not 5.0 either. JSON
+    Schema counts 5.0 as an integer and cannot say otherwise, so the OpenAPI document says it
+    in words (`STRICT_INTEGER_NOTE`); a client generated from the document declares the field
+    an integer type and sends `5`."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(strict=True, **kwargs)
+        metadata = kwargs.pop("metadata", {})
+        note = metadata.get("description", "")
+        metadata = {**metadata, "description": f"{note} {STRICT_INTEGER_NOTE}".strip()}
+        super().__init__(strict=True, metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise self.make_error("invalid")
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+#: What the document adds to every strict integer's description.
+STRICT_INTEGER_NOTE = "Sent as a JSON integer literal (`5`, not `5.0`)."
 
 
 class Timestamp(fields.Field):

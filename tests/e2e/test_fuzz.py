@@ -113,6 +113,18 @@ def with_existing_ids(case: Case, existing: Existing, data: st.DataObject) -> Ca
     return case
 
 
+def as_a_generated_client_sends(case: Case) -> Case:
+    """JSON Schema counts 60.0 as an integer; the document's integers say in words that they
+    are sent as integer literals (`api.schemas.STRICT_INTEGER_NOTE`), as a client generated
+    from it does: its integer fields are integer types."""
+    if isinstance(case.body, dict):
+        case.body = {
+            name: int(value) if isinstance(value, float) and value.is_integer() else value
+            for name, value in case.body.items()
+        }
+    return case
+
+
 @pytest.mark.parametrize(("label", "mode"), CASES, ids=[f"{label} {mode.value}" for label, mode in CASES])
 def test_the_api_answers_as_its_document_says(operations, org: IssuedToken, existing: Existing, label, mode):
     operation = operations[label]
@@ -128,7 +140,7 @@ def test_the_api_answers_as_its_document_says(operations, org: IssuedToken, exis
     )
     def answers_as_documented(case: Case, data: st.DataObject):
         if mode is GenerationMode.POSITIVE:
-            case = with_existing_ids(case, existing, data)
+            case = as_a_generated_client_sends(with_existing_ids(case, existing, data))
         case.call_and_validate(headers=reviewer, checks=CHECKS)
 
     answers_as_documented()

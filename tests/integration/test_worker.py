@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import random
 
+import psycopg
 import pytest
 from psycopg import pq
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
+from events.db import libpq_url
 from projections import default_projections
 from projections.projector import apply_batch
 from projections.queries import wait_until_projected
@@ -18,7 +21,6 @@ from tests.integration.helpers import (
     candidates,
     create,
     key_versions,
-    kill_sessions,
     metadata,
     pending_count,
     rows,
@@ -206,11 +208,25 @@ def test_a_session_lost_during_a_batch_is_a_transient_error_not_a_poison_batch(
     SQLAlchemy's OperationalError, which the consumer retries instead of dead-lettering."""
     recorded = [create(service, org_id)]
     handler.handle(recorded)  # the handler's pooled session now exists
-    assert kill_sessions(system.engine)
+    # Killed after the checkout's own check for a dead session: as if it died mid-batch.
+    event.listen(system.engine, "checkout", terminate_once(system.engine))
 
     with pytest.raises(OperationalError) as raised:
         handler.handle(recorded)
     assert is_transient(raised.value)
+
+
+def terminate_once(engine):
+    """A checkout listener that terminates the session it hands out, the first time only."""
+    done = []
+
+    def terminate(dbapi_connection, _record, _proxy) -> None:
+        if not done:
+            done.append(dbapi_connection.info.backend_pid)
+            with psycopg.connect(libpq_url(engine), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (done[0],))
+
+    return terminate
 
 
 def test_a_batch_commits_with_its_writes_and_leaves_nothing_for_the_callers_commit(system, service, org_id):

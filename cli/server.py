@@ -122,6 +122,8 @@ class ApiServer(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in self.options.items():
+            if key in OPTIONAL_SETTINGS and key not in self.cfg.settings:
+                continue  # an older gunicorn without it
             self.cfg.set(key, value)
         from_env = self.cfg.parser().parse_args(self.cfg.get_cmd_args_from_env())
         for key, value in vars(from_env).items():
@@ -146,7 +148,14 @@ def gunicorn_options(bind: str, workers: int, environ: Mapping[str, str] | None 
         # With several workers, each keeps its metrics in PROMETHEUS_MULTIPROC_DIR and any of
         # them answers /metrics for all; a worker that exits must be forgotten.
         "child_exit": lambda _server, worker: metrics.mark_process_dead(worker.pid),
+        # gunicorn 25.1+ opens a control socket at one path per user ($HOME/.gunicorn/
+        # gunicorn.ctl), which several API processes on one host would take from each other.
+        "control_socket_disable": True,
     }
+
+
+#: Options only recent gunicorn releases know; left out on older ones.
+OPTIONAL_SETTINGS = frozenset({"control_socket_disable"})
 
 
 def serve(settings: Settings, bind: str, workers: int) -> None:

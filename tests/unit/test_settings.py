@@ -84,3 +84,11 @@ def test_a_malformed_number_is_refused():
 def test_the_dead_letter_queue_is_the_worker_queue_dot_dead(queue: str):
     assert Settings(worker_queue=queue).dead_letter_queue == f"{queue}.dead"
     assert Settings.from_env({"ASSESSMENTS_WORKER_QUEUE": queue}).dead_letter_queue == f"{queue}.dead"
+
+
+def test_api_processes_open_no_gunicorn_control_socket_they_would_share_on_a_host():
+    """gunicorn 25.1+ puts it at one path per user; a second API process would take it over."""
+    from cli.server import ApiServer, gunicorn_options
+
+    server = ApiServer(Settings(), gunicorn_options("127.0.0.1:0", 1, {}))  # configured, not started
+    assert server.cfg.control_socket_disable is True

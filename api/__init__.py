@@ -1,4 +1,5 @@
-"""The HTTP API. `create_app` is the only place it reads configuration."""
+"""The HTTP API. `create_app` builds the app around the parts the composition root
+(`cli.bootstrap`) made for it; the API reads no configuration of its own."""
 
 from __future__ import annotations
 
@@ -8,15 +9,9 @@ import uuid
 
 from flask import Flask, g, request
 
-from api import assessments, health, issues
+from api import assessments, health, issues, metrics
 from api.errors import register_error_handlers
 from api.http import EXTENSION, PathSegment, Services
-from api.token_cache import TokenCache
-from events import metrics
-from events.db import autocommit, libpq_url, make_engine
-from events.service import AssessmentService
-from events.settings import Settings
-from events.store import make_store
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("api.access")
@@ -26,20 +21,11 @@ REQUEST_ID_HEADER = "X-Request-Id"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
-    """Build the app from settings (the environment by default). Nothing connects until the
-    first request needs it."""
-    settings = settings or Settings.from_env()
+def create_app(services: Services) -> Flask:
+    """The app around its services. Nothing connects until the first request needs it."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
-    if services is None:
-        # Every statement of the API stands alone (reads, and appends of one statement each):
-        # no BEGIN and COMMIT round trips around them.
-        engine = make_engine(settings.database_url, autocommit=True)
-        store = make_store(engine)
-        tokens = TokenCache(libpq_url(engine)) if engine.dialect.name == "postgresql" else None
-        services = Services(settings, autocommit(engine), store, AssessmentService(store), tokens)
     app.extensions[EXTENSION] = services
     app.url_map.converters["default"] = app.url_map.converters["string"] = PathSegment
     register_error_handlers(app)

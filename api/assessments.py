@@ -9,9 +9,9 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request, url_for
 
-from api.auth import Candidate
 from api.errors import ApiError, invalid, not_found
 from api.http import (
+    Candidate,
     as_uuid,
     caller,
     json_body,
@@ -32,13 +32,10 @@ from api.schemas import (
     compile_dump,
 )
 from events import codec
-from events.aggregate import AssessmentDetails
-from events.model import Metadata, utcnow
-from events.service import CandidateRefused
-from events.store import Reservation, ReservationTaken
-from projections import catalogue, queries
-from projections.assessments import row_from_created
-from projections.candidate_keys import KeyRow, fold_keys
+from events.aggregate import Assessment, AssessmentDetails, CandidateKey, issued_key
+from events.model import AssessmentCreated, Metadata, utcnow
+from events.service import CandidateRefused, Idempotency
+from projections import queries
 
 bp = Blueprint("assessments", __name__, url_prefix="/v1/assessments")
 
@@ -102,48 +99,9 @@ def _fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _idempotency_scope() -> str:
-    return f"idempotency:{reviewer().org_id}:create-assessment"
-
-
-def _replay(key: str, fingerprint: str):
-    """The first response again for a retried request, or 409 if the key was used for a
-    different body. None when the key is new."""
-    svc = services()
-    claimed = svc.store.reservation(_idempotency_scope(), key)
-    if claimed is None:
-        return None
-    if claimed.payload.get("fingerprint") != fingerprint:
-        raise ApiError(409, "This Idempotency-Key was already used with a different request body.")
-    state = svc.assessments.load(claimed.stream_id)
-    return _created_response(row_from_created(state.created), replayed=True)
-
-
-def _created_response(row, replayed: bool = False):
-    headers = {"Location": url_for("assessments.get_one", assessment_id=row.id)}
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return _respond({"assessment": _dump_assessment(row)}, status=201, headers=headers)
-
-
 def _details(data: dict[str, Any]) -> AssessmentDetails:
-    task_brief = data.get("task_brief")
-    if data["issue_id"] is not None:
-        with services().engine.connect() as conn:
-            issue = catalogue.get_issue(conn, data["issue_id"])
-        if issue is None:
-            raise invalid("issueId", "No OSS issue with this id in the catalogue.")
-        task_brief = issue.task_brief  # the issue's brief takes precedence
-    return AssessmentDetails(
-        title=data["title"],
-        role=data["role"],
-        task_brief=task_brief,
-        repo_url=data["repo_url"],
-        time_limit_minutes=data["time_limit_minutes"],
-        expires_in_days=data["expires_in_days"],
-        issue_id=data["issue_id"],
-        rubric_id=data["rubric_id"],
-    )
+    """The schema's fields are the details' fields; an issue's brief fills a missing one."""
+    return AssessmentDetails(**{**data, "task_brief": data.get("task_brief") or ""})
 
 
 @bp.post("")
@@ -151,16 +109,18 @@ def _details(data: dict[str, Any]) -> AssessmentDetails:
 def create():
     body = json_body()
     key = _idempotency_key()
-    fingerprint = _fingerprint(body) if key else ""
-    if key and (replayed := _replay(key, fingerprint)):
-        return replayed
     details = _details(_CREATE_ASSESSMENT_SCHEMA.load(body))
-    claims = [Reservation(_idempotency_scope(), key, {"fingerprint": fingerprint})] if key else []
-    try:
-        recorded = services().assessments.create(reviewer().org_id, details, _metadata(), claims)
-    except ReservationTaken:
-        return _replay(key, fingerprint)  # a concurrent retry with the same key won
-    return _created_response(row_from_created(recorded.event))
+    idempotency = Idempotency(key, _fingerprint(body)) if key else None
+    created = services().assessments.create(reviewer().org_id, details, _metadata(), idempotency)
+    headers = {"Location": url_for("assessments.get_one", assessment_id=created.event.assessment_id)}
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return _respond({"assessment": _dump_assessment(_view(created.event))}, status=201, headers=headers)
+
+
+def _view(created: AssessmentCreated) -> dict[str, Any]:
+    """An assessment as its creation describes it (nothing has changed it since)."""
+    return {**vars(created), "id": created.assessment_id, "updated_at": created.created_at}
 
 
 # --- reads --------------------------------------------------------------------------------
@@ -222,15 +182,11 @@ def _get_as_candidate(key: str, assessment_id: str):
     return _respond({"assessment": _from_stream(state)})
 
 
-def _from_stream(state) -> dict[str, Any]:
+def _from_stream(state: Assessment) -> dict[str, Any]:
     """The assessment as its stream says, with its catalogue issue."""
-    row = row_from_created(state.created)
-    issue = None
-    if row.issue_id:
-        with services().engine.connect() as conn:
-            found = catalogue.get_issue(conn, row.issue_id)
-        issue = dict(found._mapping) if found else None
-    return _dump_assessment_with_issue({**vars(row), "issue": issue})
+    issue_id = state.created.issue_id
+    issue = services().catalogue.issue(issue_id) if issue_id else None
+    return _dump_assessment_with_issue({**_view(state.created), "issue": issue})
 
 
 @bp.delete("/<assessment_id>")
@@ -276,7 +232,7 @@ def history(assessment_id: str):
 # --- candidate keys -----------------------------------------------------------------------
 
 
-def _key_view(row: KeyRow, key: str | None) -> dict[str, Any]:
+def _key_view(row: CandidateKey, key: str | None) -> dict[str, Any]:
     """`key` comes from the key's reservation: neither the events nor the projection hold it."""
     return _dump_candidate_key({**vars(row), "key": key, "status": row.status_at(utcnow())})
 
@@ -291,7 +247,7 @@ def issue_keys(assessment_id: str):
     recorded = services().assessments.issue_keys(
         reviewer().org_id, stream_id, list(zip(emails, names, strict=True)), _metadata(), data["org_name"]
     )
-    keys = fold_keys(r.event for r in recorded)
+    keys = [issued_key(r.event) for r in recorded]
     strings = services().assessments.key_strings([row.id for row in keys])
     return _respond({"keys": [_key_view(row, strings.get(row.id)) for row in keys]}, status=201)
 

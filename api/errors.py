@@ -14,7 +14,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from events.aggregate import AssessmentNotFound, KeyNotFound
-from events.store import ConcurrencyConflict
+from events.ports import ConcurrencyConflict
+from events.service import IdempotencyKeyReused, UnknownIssue
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,16 @@ def register_error_handlers(app: Flask) -> None:
     def _key_not_found(_error):
         return error_response(404, "Candidate key not found.")
 
+    @app.errorhandler(UnknownIssue)
+    def _unknown_issue(_error):
+        return error_response(
+            400, "The request is invalid.", {"issueId": ["No OSS issue with this id in the catalogue."]}
+        )
+
+    @app.errorhandler(IdempotencyKeyReused)
+    def _idempotency_key_reused(_error):
+        return error_response(409, "This Idempotency-Key was already used with a different request body.")
+
     @app.errorhandler(ConcurrencyConflict)
     def _conflict(_error):
         return error_response(409, "The resource was changed concurrently; retry the request.")
@@ -135,7 +146,7 @@ def register_error_handlers(app: Flask) -> None:
 def _unavailable(error: Exception):
     """The database cannot be reached (down, partitioned, every pooled connection busy): a
     503 the client may retry, within the bound the connection timeouts set
-    (`events.db.CONNECTION_TIMEOUTS`)."""
+    (`events.sql.engine.CONNECTION_TIMEOUTS`)."""
     log.warning("database unavailable: %r", error)
     response = error_response(503, "The service is briefly unavailable; retry the request.")
     response.headers["Retry-After"] = "1"

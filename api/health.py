@@ -26,8 +26,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import services
-from events import metrics
-from events.db import outbox_table, projection_pending_table
+from events.runtime import metrics
+from events.sql.dialect import dialect_of
+from events.sql.tables import outbox_table, projection_pending_table
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ _FIGURES = select(
 
 
 def _migrations(conn: Connection) -> Check:
-    if conn.dialect.name != "postgresql":
+    if not dialect_of(conn).migrated:
         return {"status": "skipped", "reason": "schema created from the models (assessments dev)"}
     head = sorted(head_revisions())
     try:

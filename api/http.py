@@ -13,27 +13,38 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
-from api import auth, text
+from api import text
 from api.errors import ApiError, not_found
-from api.token_cache import TokenCache
+from events.ports import Catalogue
+from events.runtime.settings import Settings
 from events.service import AssessmentService
-from events.settings import Settings
-from events.store import SqlEventStore
+from events.sql import tenancy
+from events.sql.token_cache import TokenCache
+from events.tenancy import Reviewer
 
 EXTENSION = "assessments"
 BEARER = "bearer "
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """A caller presenting a candidate key (`X-API-Key`); the route checks it against the
+    resource."""
+
+    key: str
+
+
+@dataclass(frozen=True)
 class Services:
-    """Everything a request needs, built once per app by `create_app`."""
+    """Everything a request needs, built once per app by the composition root."""
 
     settings: Settings
+    #: For the reads of the projections (autocommit: every read stands alone).
     engine: Engine
-    store: SqlEventStore
     assessments: AssessmentService
-    #: Reviewer tokens in memory (PostgreSQL only; see `api.token_cache`).
-    tokens: TokenCache[auth.Reviewer] | None = None
+    catalogue: Catalogue
+    #: Reviewer tokens in memory (PostgreSQL only; see `events.sql.token_cache`).
+    tokens: TokenCache[Reviewer] | None = None
 
     def close(self) -> None:
         if self.tokens is not None:
@@ -125,15 +136,15 @@ def as_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
-def _reviewer_from_header() -> auth.Reviewer | None:
+def _reviewer_from_header() -> Reviewer | None:
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith(BEARER):
         return None
     token = header[len(BEARER) :].strip()
-    return auth.reviewer_for(services().engine, token, services().tokens) if token else None
+    return tenancy.reviewer_for(services().engine, token, services().tokens) if token else None
 
 
-def reviewer() -> auth.Reviewer:
+def reviewer() -> Reviewer:
     return g.reviewer
 
 
@@ -149,7 +160,7 @@ def requires_reviewer(view):
     return wrapper
 
 
-def caller() -> auth.Reviewer | auth.Candidate:
+def caller() -> Reviewer | Candidate:
     """A reviewer by bearer token, else a candidate by `X-API-Key`; the candidate's key is
     checked against the resource by the route itself."""
     if request.headers.get("Authorization"):
@@ -159,5 +170,5 @@ def caller() -> auth.Reviewer | auth.Candidate:
         return found
     key = request.headers.get("X-API-Key", "").strip()
     if key:
-        return auth.Candidate(key)
+        return Candidate(key)
     raise ApiError(401, "Authentication is required.")

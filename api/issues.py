@@ -7,7 +7,6 @@ from flask import Blueprint, jsonify
 from api.errors import not_found
 from api.http import requires_reviewer, services
 from api.schemas import IssueSchema, compile_dump
-from projections import catalogue
 
 bp = Blueprint("issues", __name__, url_prefix="/v1/issues")
 _dump_issue = compile_dump(IssueSchema())
@@ -16,16 +15,13 @@ _dump_issue = compile_dump(IssueSchema())
 @bp.get("")
 @requires_reviewer
 def list_all():
-    with services().engine.connect() as conn:
-        issues = catalogue.list_issues(conn)
-    return jsonify({"issues": [_dump_issue(row._mapping) for row in issues]})
+    return jsonify({"issues": [_dump_issue(issue) for issue in services().catalogue.issues()]})
 
 
 @bp.get("/<issue_id>")
 @requires_reviewer
 def get_one(issue_id: str):
-    with services().engine.connect() as conn:
-        issue = catalogue.get_issue(conn, issue_id)
+    issue = services().catalogue.issue(issue_id)
     if issue is None:
         raise not_found("Issue")
-    return jsonify({"issue": _dump_issue(issue._mapping)})
+    return jsonify({"issue": _dump_issue(issue)})

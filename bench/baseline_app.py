@@ -13,7 +13,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy import text
 
 from cli.server import gunicorn_options
-from events.db import make_engine
+from events.sql.engine import make_engine
 
 
 def create_app() -> Flask:

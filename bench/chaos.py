@@ -256,16 +256,15 @@ def sandbox(server_url: str, broker_url: str, keep: bool) -> Iterator[Sandbox]:
 
 def prepare_database(box: Sandbox) -> list[str]:
     """Migrated, with the sample catalogue; returns two organisations' tokens."""
-    from api import auth
     from cli.migrate import upgrade
-    from events.db import make_engine
-    from projections import catalogue
+    from events.sql import catalogue, tenancy
+    from events.sql.engine import make_engine
 
     upgrade(box.database_url)
     engine = make_engine(box.database_url, pool_size=1)
     try:
         catalogue.import_catalogue(engine, ISSUES_FILE)
-        return [auth.create_organisation(engine, f"Chaos {n}").token for n in (1, 2)]
+        return [tenancy.create_organisation(engine, f"Chaos {n}").token for n in (1, 2)]
     finally:
         engine.dispose()
 
@@ -1016,7 +1015,7 @@ def rebuild_projections(box: Sandbox, dry_run: bool) -> tuple[dict[str, int], st
     """What `assessments projections rebuild --all [--dry-run]` does, in this process and on one
     core (a fresh interpreter costs seconds on a busy machine): per table, the rows only in the
     rebuilt or only in the live view (dry runs); and the error, if it failed."""
-    from events.db import make_engine
+    from events.sql.engine import make_engine
     from projections import default_projections
     from projections.rebuild import rebuild
 

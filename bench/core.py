@@ -46,12 +46,12 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api import auth  # noqa: E402
+from cli import bootstrap  # noqa: E402
 from events.aggregate import AssessmentDetails  # noqa: E402
-from events.db import libpq_url, make_engine  # noqa: E402
 from events.model import Metadata  # noqa: E402
-from events.service import AssessmentService  # noqa: E402
-from events.store import PostgresEventStore  # noqa: E402
+from events.runtime.settings import Settings  # noqa: E402
+from events.sql import tenancy  # noqa: E402
+from events.sql.engine import libpq_url, make_engine  # noqa: E402
 
 SERVER = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/postgres")
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -127,8 +127,8 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def bench_appends(database_url: str, seconds: float) -> float:
-    engine = make_engine(database_url, pool_size=2, autocommit=True)  # as the API's
-    service = AssessmentService(PostgresEventStore(engine))
+    engine = bootstrap.api_engine(Settings(database_url=database_url))  # the API's engine
+    service = bootstrap.assessment_service(engine)
     details = AssessmentDetails(title="t", role="r", task_brief="b")
     metadata = Metadata(org_id="bench", actor="bench")
     count, deadline = 0, time.monotonic() + seconds
@@ -290,7 +290,7 @@ def http(database_url: str, args: argparse.Namespace, run_id: str) -> None:
 
     upgrade(database_url)
     engine = make_engine(database_url, pool_size=1)
-    token = auth.create_organisation(engine, "bench").token
+    token = tenancy.create_organisation(engine, "bench").token
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE baseline (id uuid PRIMARY KEY, body jsonb, created_at timestamptz)"))
     engine.dispose()

@@ -134,7 +134,7 @@ def bare_pass(url: str) -> float:
 REBUILD_CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
-from events.db import make_engine
+from events.sql.engine import make_engine
 from projections import default_projections
 from projections.rebuild import rebuild
 engine = make_engine({url!r}, pool_size=2)

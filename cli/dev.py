@@ -18,20 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from werkzeug.serving import make_server
 
-from api import auth, create_app
-from api.http import Services
-from events.db import make_engine
-from events.db import metadata as store_metadata
-from events.inprocess import InProcessBroker, InProcessRelay
-from events.outbox import SqlOutbox
-from events.service import AssessmentService
-from events.settings import Settings
-from events.store import SqlEventStore
-from projections import catalogue, default_projections
+from cli import bootstrap
+from events.runtime.settings import Settings
+from events.sql import catalogue, tenancy
+from events.sql.catalogue import oss_issues
+from events.sql.tables import metadata as store_metadata
+from events.tenancy import IssuedToken
 from projections.tables import metadata as projection_metadata
-from projections.tables import oss_issues
-from worker.handler import EventHandler
-from worker.inprocess import InProcessWorker
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +35,7 @@ DEMO_ORG = "Demo"
 def create_schema(engine: Engine) -> None:
     """SQLite has no migrations here: the tables are created from the models when missing,
     with the same guard as the PostgreSQL migration: events are never updated or deleted."""
-    for metadata in (store_metadata, projection_metadata, auth.metadata):
+    for metadata in (store_metadata, projection_metadata, tenancy.metadata, catalogue.metadata):
         metadata.create_all(engine)
     with engine.begin() as conn:
         for operation in ("UPDATE", "DELETE"):
@@ -53,11 +46,12 @@ def create_schema(engine: Engine) -> None:
             )
 
 
-def demo_token(engine: Engine) -> auth.IssuedToken:
+def demo_token(engine: Engine) -> IssuedToken:
     """A fresh token for the demo organisation (created on the first start)."""
     with engine.connect() as conn:
-        org_id = conn.scalar(select(auth.organisations.c.id).where(auth.organisations.c.name == DEMO_ORG))
-    return auth.create_token(engine, org_id) if org_id else auth.create_organisation(engine, DEMO_ORG)
+        organisations = tenancy.organisations
+        org_id = conn.scalar(select(organisations.c.id).where(organisations.c.name == DEMO_ORG))
+    return tenancy.create_token(engine, org_id) if org_id else tenancy.create_organisation(engine, DEMO_ORG)
 
 
 def load_sample_catalogue(engine: Engine) -> None:
@@ -69,17 +63,10 @@ def load_sample_catalogue(engine: Engine) -> None:
 
 def run_dev(bind: str, database: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{database.resolve()}", broker_url="memory://", bind=bind)
-    engine = make_engine(settings.database_url)
+    parts = bootstrap.dev(settings)
+    engine, app, relay, worker = parts.engine, parts.app, parts.relay, parts.worker
     create_schema(engine)
     load_sample_catalogue(engine)
-
-    store = SqlEventStore(engine)
-    broker = InProcessBroker()
-    relay = InProcessRelay(SqlOutbox(engine), broker)
-    store.on_append.append(relay.wake)
-    worker = InProcessWorker(EventHandler(engine, store, default_projections()), broker)
-    reader = engine.execution_options(isolation_level="AUTOCOMMIT")
-    app = create_app(settings, Services(settings, reader, store, AssessmentService(store)))
 
     host, _, port = bind.rpartition(":")
     server = make_server(host or "127.0.0.1", int(port), app, threaded=True)

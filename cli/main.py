@@ -20,19 +20,16 @@ import click
 from pika.exceptions import ChannelClosedByBroker
 from sqlalchemy.exc import OperationalError
 
-from api import auth
-from events import logs, metrics
-from events.broker import BrokerMisconfigured
-from events.db import ensure_database, is_embedded, make_engine
-from events.outbox import PostgresOutbox
-from events.relay import Relay
-from events.republish import republish, select_events
-from events.settings import Settings
-from events.store import PostgresEventStore
-from projections import catalogue, default_projections
+from cli import bootstrap
+from events.rabbitmq.broker import BrokerMisconfigured
+from events.rabbitmq.republish import republish, select_events
+from events.runtime import logs, metrics
+from events.runtime.settings import Settings
+from events.sql import catalogue, tenancy
+from events.sql.engine import ensure_database, is_embedded
+from events.tenancy import IssuedToken
+from projections import default_projections
 from projections.rebuild import RebuildRunning, rebuild
-from worker.consumer import Worker
-from worker.handler import EventHandler
 
 log = logging.getLogger("assessments")
 
@@ -79,10 +76,6 @@ def main(ctx: click.Context) -> None:
     ctx.obj = settings
 
 
-def _engine(settings: Settings):
-    return make_engine(settings.database_url, pool_size=2)
-
-
 # --- database ---------------------------------------------------------------------------
 
 
@@ -107,7 +100,7 @@ def db_upgrade(settings: Settings, revision: str) -> None:
 # --- organisations and tokens -------------------------------------------------------------
 
 
-def _print_token(issued: auth.IssuedToken, as_json: bool) -> None:
+def _print_token(issued: IssuedToken, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"orgId": issued.org_id, "token": issued.token}))
     else:
@@ -125,7 +118,7 @@ def orgs() -> None:
 @click.pass_obj
 def orgs_create(settings: Settings, name: str, as_json: bool) -> None:
     """Create an organisation and its first reviewer token."""
-    _print_token(auth.create_organisation(_engine(settings), name), as_json)
+    _print_token(tenancy.create_organisation(bootstrap.admin_engine(settings), name), as_json)
 
 
 @main.group()
@@ -140,7 +133,7 @@ def tokens() -> None:
 def tokens_create(settings: Settings, org_id: str, as_json: bool) -> None:
     """Create another token for an organisation."""
     try:
-        issued = auth.create_token(_engine(settings), org_id)
+        issued = tenancy.create_token(bootstrap.admin_engine(settings), org_id)
     except LookupError as error:
         raise click.ClickException(str(error)) from None
     _print_token(issued, as_json)
@@ -152,7 +145,7 @@ def tokens_create(settings: Settings, org_id: str, as_json: bool) -> None:
 @click.pass_obj
 def tokens_list(settings: Settings, org_id: str | None, prefix: str | None) -> None:
     """List tokens by prefix (the secret part is never stored)."""
-    for info in auth.list_tokens(_engine(settings), org_id, prefix):
+    for info in tenancy.list_tokens(bootstrap.admin_engine(settings), org_id, prefix):
         state = f"revoked {info.revoked_at:%Y-%m-%d}" if info.revoked_at else "active"
         click.echo(f"{info.prefix}  {info.org_id}  {info.created_at:%Y-%m-%d %H:%M}  {state}")
 
@@ -163,7 +156,7 @@ def tokens_list(settings: Settings, org_id: str | None, prefix: str | None) -> N
 def tokens_revoke(settings: Settings, prefix: str) -> None:
     """Revoke every active token whose prefix starts with PREFIX."""
     try:
-        count = auth.revoke_tokens(_engine(settings), prefix)
+        count = tenancy.revoke_tokens(bootstrap.admin_engine(settings), prefix)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"revoked {count} token(s)")
@@ -185,7 +178,7 @@ def issues_group() -> None:
 def issues_import(settings: Settings, file: Path) -> None:
     """Insert or update the catalogue's issues from a JSON file."""
     try:
-        count = catalogue.import_catalogue(_engine(settings), file)
+        count = catalogue.import_catalogue(bootstrap.admin_engine(settings), file)
     except (ValueError, catalogue.InvalidCatalogue) as error:
         raise click.ClickException(f"{file}: {error}") from None
     click.echo(f"imported {count} issue(s)")
@@ -232,7 +225,7 @@ def projections_rebuild(settings: Settings, name: str | None, rebuild_all: bool,
     if bool(name) == rebuild_all:
         raise click.UsageError("name one projection or pass --all")
     chosen = [p for p in default_projections() if rebuild_all or p.name == name]
-    engine = make_engine(settings.database_url, pool_size=2)
+    engine = bootstrap.admin_engine(settings)
     try:
         report = rebuild(engine, chosen, dry_run=dry_run, on_progress=Progress("rebuild"))
     except RebuildRunning as error:
@@ -264,7 +257,7 @@ def events_republish(
     settings: Settings, from_position: int, to_position: int | None, pattern: str | None, queue: str | None
 ) -> None:
     """Publish stored events again (same message ids) for a consumer that starts late."""
-    store = PostgresEventStore(_engine(settings))
+    store = bootstrap.event_store(bootstrap.admin_engine(settings))
     chosen = select_events(store.read_all(after_position=from_position - 1), to_position, pattern)
     try:
         sent = republish(
@@ -359,17 +352,7 @@ def _metrics_served(port: int | None):
 def relay(settings: Settings, allow_embedded: bool, metrics_port: int | None) -> None:
     """Publish the outbox to RabbitMQ (one active relay per database; others stand by)."""
     refuse_embedded(settings, allow_embedded)
-    process = Relay(
-        PostgresOutbox(
-            make_engine(settings.database_url, pool_size=2, autocommit=True, durable_commits=False)
-        ),
-        settings.broker_url,
-        settings.exchange,
-        settings.worker_queue,
-        batch_size=settings.relay_batch_size,
-        linger_seconds=settings.relay_linger_ms / 1000,
-        batch_interval_seconds=settings.relay_batch_interval_ms / 1000,
-    )
+    process = bootstrap.relay(settings)
     _stop_on_signals(process.stop)
     with _metrics_served(metrics_port):
         process.run()
@@ -382,16 +365,7 @@ def relay(settings: Settings, allow_embedded: bool, metrics_port: int | None) ->
 def worker(settings: Settings, allow_embedded: bool, metrics_port: int | None) -> None:
     """Consume events: build the projections and cascade deletions."""
     refuse_embedded(settings, allow_embedded)
-    engine = make_engine(settings.database_url, pool_size=4)
-    handler = EventHandler(engine, PostgresEventStore(engine), default_projections())
-    process = Worker(
-        handler,
-        settings.broker_url,
-        settings.exchange,
-        settings.worker_queue,
-        settings.worker_prefetch,
-        linger_seconds=settings.worker_linger_ms / 1000,
-    )
+    process = bootstrap.worker(settings)
     _stop_on_signals(process.stop)
     with _metrics_served(metrics_port):
         process.run()

@@ -14,10 +14,11 @@ from gunicorn.glogging import Logger
 from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
 from gunicorn.workers.gthread import ThreadWorker
 
-from api import REQUEST_ID_HEADER, create_app
+from api import REQUEST_ID_HEADER
 from api.errors import error_document
-from events import metrics
-from events.settings import Settings
+from cli import bootstrap
+from events.runtime import metrics
+from events.runtime.settings import Settings
 
 access_log = logging.getLogger("api.access")
 
@@ -132,7 +133,7 @@ class ApiServer(BaseApplication):
 
     def load(self):
         # Built in each worker after the fork: no connection is shared across processes.
-        return create_app(self.settings)
+        return bootstrap.api_app(self.settings)
 
 
 def gunicorn_options(bind: str, workers: int, environ: Mapping[str, str] | None = None) -> dict:

@@ -61,21 +61,59 @@ class AssessmentDetails:
     rubric_id: uuid.UUID | None = None
 
 
+PENDING, ACTIVE, COMPLETED, EXPIRED = "pending", "active", "completed", "expired"
+
+
 @dataclass(frozen=True)
 class CandidateKey:
-    """A key as its stream knows it: by id, never by its string (which only its reservation
-    holds); the service finds a presented key's id through that reservation."""
+    """A candidate key as its events describe it: what the aggregate decides on, and the row
+    the keys projection keeps (`projections.candidate_keys`). Known by id, never by its string,
+    which only its reservation holds; the service finds a presented key's id through it."""
 
-    key_id: uuid.UUID
-    key_hint: str
+    id: uuid.UUID
+    assessment_id: uuid.UUID
+    org_id: str
     candidate_email: str | None
     candidate_name: str | None
+    org_name: str | None
     expires_at: datetime
-    issued_at: datetime
-    revoked: bool = False
+    created_at: datetime
+    redeemed_at: datetime | None = None
+    completed_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
 
     def usable_at(self, now: datetime) -> bool:
         return not self.revoked and now < self.expires_at
+
+    def status_at(self, now: datetime) -> str:
+        """`expired` is derived, not an event: a key simply stops being usable in time."""
+        if self.completed_at is not None:
+            return COMPLETED
+        if now >= self.expires_at:
+            return EXPIRED
+        return ACTIVE if self.redeemed_at is not None else PENDING
+
+
+def issued_key(event: CandidateKeyIssued) -> CandidateKey:
+    return CandidateKey(
+        id=event.key_id,
+        assessment_id=event.assessment_id,
+        org_id=event.org_id,
+        candidate_email=event.candidate_email,
+        candidate_name=event.candidate_name,
+        org_name=event.org_name,
+        expires_at=event.expires_at,
+        created_at=event.issued_at,
+    )
+
+
+def revoked_key(key: CandidateKey, event: CandidateKeyRevoked) -> CandidateKey:
+    return replace(key, revoked_at=event.revoked_at, revoke_reason=event.reason)
 
 
 @dataclass(frozen=True)
@@ -136,20 +174,12 @@ def _(event: AssessmentDeleted, state: Assessment) -> Assessment:
 
 @evolve.register
 def _(event: CandidateKeyIssued, state: Assessment) -> Assessment:
-    key = CandidateKey(
-        key_id=event.key_id,
-        key_hint=event.key_hint,
-        candidate_email=event.candidate_email,
-        candidate_name=event.candidate_name,
-        expires_at=event.expires_at,
-        issued_at=event.issued_at,
-    )
-    return replace(state, keys=MappingProxyType({**state.keys, key.key_id: key}))
+    return replace(state, keys=MappingProxyType({**state.keys, event.key_id: issued_key(event)}))
 
 
 @evolve.register
 def _(event: CandidateKeyRevoked, state: Assessment) -> Assessment:
-    revoked = replace(state.keys[event.key_id], revoked=True)
+    revoked = revoked_key(state.keys[event.key_id], event)
     return replace(state, keys=MappingProxyType({**state.keys, event.key_id: revoked}))
 
 
@@ -217,7 +247,7 @@ def revoke_keys_of_deleted(state: Assessment, now: datetime) -> list[Event]:
     if not state.deleted:
         return []
     return [
-        _revoked(state, key.key_id, REVOKED_BY_CASCADE, now) for key in state.keys.values() if not key.revoked
+        _revoked(state, key.id, REVOKED_BY_CASCADE, now) for key in state.keys.values() if not key.revoked
     ]
 
 

@@ -85,7 +85,7 @@ class AssessmentDeleted(Event):
 class CandidateKeyIssued(Event):
     """A key was issued. Every event is published to the exchange and shown in the history, and
     the key string is a credential, so no event holds it: it is kept only in the key's
-    reservation (`events.store.Reservation`). Events carry its hint (`keys.key_hint`).
+    reservation (`events.ports.Reservation`). Events carry its hint (`keys.key_hint`).
 
     Version 2 renamed version 1's `email` and `name` to `candidateEmail` and `candidateName`,
     the API's names; version 3 replaced version 2's `key` with `keyHint` (see

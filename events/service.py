@@ -1,6 +1,8 @@
 """Command handlers: load an assessment's stream, let the aggregate decide, append the result.
 
-The API and the worker's cascade both go through here, so every rule lives in the aggregate
+The API and the worker's cascade both go through here, so every rule lives here or in the
+aggregate (the issue's brief wins over one sent, a retried create with the same
+`Idempotency-Key` creates nothing new, a candidate key must be usable in the stream itself),
 and every write takes the same optimistic-concurrency path.
 """
 
@@ -11,19 +13,67 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from events import aggregate, keys
-from events.aggregate import Assessment, AssessmentDetails, AssessmentNotFound, NewKey
+from events.aggregate import Assessment, AssessmentDetails, AssessmentNotFound, DomainError, NewKey
 from events.keys import KeyGenerator
-from events.model import Event, Metadata, RecordedEvent, utcnow, uuid7
-from events.store import ConcurrencyConflict, EventStore, Reservation, ReservationTaken
+from events.model import AssessmentCreated, Event, Metadata, RecordedEvent, utcnow, uuid7
+from events.ports import (
+    Catalogue,
+    ConcurrencyConflict,
+    EventStore,
+    Issue,
+    Reservation,
+    ReservationTaken,
+)
 
 Decision = Callable[[Assessment, datetime], list[Event]]
 
 KEY_SCOPE = "candidate_key"
 
 log = logging.getLogger(__name__)
+
+
+class UnknownIssue(DomainError):
+    """An `issueId` that is not in the catalogue."""
+
+
+class IdempotencyKeyReused(DomainError):
+    """An `Idempotency-Key` already used for a different request."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """What makes a retried create recognisable: its key, and a fingerprint of what it asked
+    for (the same key with another fingerprint is a different request)."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Created:
+    """The assessment's creation as stored, and whether an earlier request with the same
+    `Idempotency-Key` made it (the caller answers the same as it did then)."""
+
+    recorded: RecordedEvent
+    replayed: bool = False
+
+    @property
+    def event(self) -> AssessmentCreated:
+        return self.recorded.event
+
+
+class _EmptyCatalogue:
+    """For a service that never creates from an issue (the worker's cascade)."""
+
+    def issue(self, issue_id: str) -> Issue | None:
+        return None
+
+    def issues(self) -> list[Issue]:
+        return []
 
 
 class CandidateRefused(Exception):
@@ -38,11 +88,13 @@ class AssessmentService:
     def __init__(
         self,
         store: EventStore,
+        catalogue: Catalogue | None = None,
         clock: Callable[[], datetime] = utcnow,
         generate_key: KeyGenerator = keys.generate_key,
         max_attempts: int = 8,
     ) -> None:
         self.store = store
+        self.catalogue = catalogue or _EmptyCatalogue()
         self.clock = clock
         self.generate_key = generate_key
         self.max_attempts = max_attempts
@@ -87,11 +139,38 @@ class AssessmentService:
         org_id: str,
         details: AssessmentDetails,
         metadata: Metadata,
-        reservations: Sequence[Reservation] = (),
-    ) -> RecordedEvent:
+        idempotency: Idempotency | None = None,
+    ) -> Created:
+        """Create an assessment; with `idempotency`, a retry of an earlier create (same key,
+        same fingerprint) creates nothing and returns the first one."""
+        if idempotency is not None and (earlier := self._created_with(org_id, idempotency)):
+            return earlier
         state = Assessment(id=uuid7())
-        events = aggregate.create(state, org_id, details, self.clock())
-        return self.store.append(state.id, 0, events, metadata, reservations)[0]
+        events = aggregate.create(state, org_id, self._with_issue_brief(details), self.clock())
+        claims = [_claim(org_id, idempotency)] if idempotency else []
+        try:
+            return Created(self.store.append(state.id, 0, events, metadata, claims)[0])
+        except ReservationTaken:
+            if idempotency is None:
+                raise
+            return self._created_with(org_id, idempotency)  # a concurrent retry got there first
+
+    def _created_with(self, org_id: str, idempotency: Idempotency) -> Created | None:
+        claimed = self.store.reservation(_idempotency_scope(org_id), idempotency.key)
+        if claimed is None:
+            return None
+        if claimed.payload.get("fingerprint") != idempotency.fingerprint:
+            raise IdempotencyKeyReused(idempotency.key)
+        return Created(self.store.load(claimed.stream_id)[0], replayed=True)
+
+    def _with_issue_brief(self, details: AssessmentDetails) -> AssessmentDetails:
+        """An assessment of a catalogue issue takes the issue's brief, whatever brief was sent."""
+        if details.issue_id is None:
+            return details
+        issue = self.catalogue.issue(details.issue_id)
+        if issue is None:
+            raise UnknownIssue(details.issue_id)
+        return replace(details, task_brief=issue.task_brief)
 
     def delete(self, org_id: str, assessment_id: uuid.UUID, metadata: Metadata) -> list[RecordedEvent]:
         """Exactly one of several concurrent deletes wins; the losers reload, find it
@@ -167,6 +246,14 @@ class AssessmentService:
             except ConcurrencyConflict:
                 _back_off(attempt)
         raise ConcurrencyConflict(f"{assessment_id}: too many concurrent writers")
+
+
+def _idempotency_scope(org_id: str) -> str:
+    return f"idempotency:{org_id}:create-assessment"
+
+
+def _claim(org_id: str, idempotency: Idempotency) -> Reservation:
+    return Reservation(_idempotency_scope(org_id), idempotency.key, {"fingerprint": idempotency.fingerprint})
 
 
 def _back_off(attempt: int) -> None:

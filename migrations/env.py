@@ -3,11 +3,12 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from api.auth import metadata as auth_metadata
-from events.db import metadata as store_metadata
+from events.sql.catalogue import metadata as catalogue_metadata
+from events.sql.tables import metadata as store_metadata
+from events.sql.tenancy import metadata as auth_metadata
 from projections.tables import metadata as projection_metadata
 
-target_metadata = [store_metadata, projection_metadata, auth_metadata]
+target_metadata = [store_metadata, projection_metadata, auth_metadata, catalogue_metadata]
 
 
 def run_migrations_online() -> None:

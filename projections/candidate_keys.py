@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
 from functools import singledispatch
 from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import MetaData, Table
 
+from events.aggregate import CandidateKey, issued_key, revoked_key
 from events.model import CandidateKeyIssued, CandidateKeyRevoked, Event, RecordedEvent
 from projections.projector import Tracked, Versions
 from projections.tables import (
@@ -24,33 +23,9 @@ from projections.tables import (
     candidate_keys_view,
 )
 
-PENDING, ACTIVE, COMPLETED, EXPIRED = "pending", "active", "completed", "expired"
-
-Keys = Mapping[uuid.UUID, "KeyRow"]
-
-
-@dataclass(frozen=True)
-class KeyRow:
-    id: uuid.UUID
-    assessment_id: uuid.UUID
-    org_id: str
-    candidate_email: str | None
-    candidate_name: str | None
-    org_name: str | None
-    expires_at: datetime
-    created_at: datetime
-    redeemed_at: datetime | None = None
-    completed_at: datetime | None = None
-    revoked_at: datetime | None = None
-    revoke_reason: str | None = None
-
-    def status_at(self, now: datetime) -> str:
-        """`expired` is derived, not an event: a key simply stops being usable in time."""
-        if self.completed_at is not None:
-            return COMPLETED
-        if now >= self.expires_at:
-            return EXPIRED
-        return ACTIVE if self.redeemed_at is not None else PENDING
+#: A key's row is the aggregate's record of it: one builder for both.
+KeyRow = CandidateKey
+Keys = Mapping[uuid.UUID, KeyRow]
 
 
 @singledispatch
@@ -60,23 +35,12 @@ def evolve_keys(event: Event, keys: Keys) -> Keys:
 
 @evolve_keys.register
 def _(event: CandidateKeyIssued, keys: Keys) -> Keys:
-    row = KeyRow(
-        id=event.key_id,
-        assessment_id=event.assessment_id,
-        org_id=event.org_id,
-        candidate_email=event.candidate_email,
-        candidate_name=event.candidate_name,
-        org_name=event.org_name,
-        expires_at=event.expires_at,
-        created_at=event.issued_at,
-    )
-    return MappingProxyType({**keys, row.id: row})
+    return MappingProxyType({**keys, event.key_id: issued_key(event)})
 
 
 @evolve_keys.register
 def _(event: CandidateKeyRevoked, keys: Keys) -> Keys:
-    revoked = replace(keys[event.key_id], revoked_at=event.revoked_at, revoke_reason=event.reason)
-    return MappingProxyType({**keys, event.key_id: revoked})
+    return MappingProxyType({**keys, event.key_id: revoked_key(keys[event.key_id], event)})
 
 
 def fold_keys(events: Iterable[Event]) -> list[KeyRow]:

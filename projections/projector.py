@@ -14,13 +14,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from psycopg.rows import dict_row
-from sqlalchemy import Column, Table, delete, select
+from sqlalchemy import Column, Table
 from sqlalchemy.engine import Connection
 
-from events.db import driver_errors, projection_pending_table
 from events.model import RecordedEvent
-from projections.tables import json_rows, json_upsert_sql, rows_of_streams_sql, upsert
+from events.sql.dialect import dialect_of
 
 S = TypeVar("S")
 
@@ -161,93 +159,17 @@ def load_states(
     lock: bool = False,
 ) -> list[dict[uuid.UUID, Tracked[Any]]]:
     """Every projection's states of these streams, after taking their locks if `lock`."""
-    if conn.dialect.name == "postgresql":
-        return _load_states_pipelined(conn, projections, stream_ids, lock)
-    return [
-        projection.states(
-            [
-                conn.execute(select(table).where(column.in_(stream_ids))).mappings().all()
-                for table, column in projection.sources
-            ]
-        )
-        for projection in projections
-    ]
-
-
-def _load_states_pipelined(
-    conn: Connection, projections: Sequence[Projection[Any]], stream_ids: Sequence[uuid.UUID], lock: bool
-) -> list[dict[uuid.UUID, Tracked[Any]]]:
-    driver = conn.connection.driver_connection
-    with driver_errors(conn.engine, driver), driver.pipeline():
-        if lock:
-            driver.execute(_SWAP_SHARED_SQL, (SWAP_LOCK_ID,))
-            driver.execute(_STREAM_LOCKS_SQL, (sorted(stream_ids),))
-        cursors = [
-            [
-                driver.cursor(row_factory=dict_row).execute(
-                    rows_of_streams_sql(table, column.name), (stream_ids,)
-                )
-                for table, column in projection.sources
-            ]
-            for projection in projections
-        ]
-    return [
-        projection.states([c.fetchall() for c in read])
-        for projection, read in zip(projections, cursors, strict=True)
-    ]
+    read = dialect_of(conn).read_streams(conn, [p.sources for p in projections], stream_ids, lock)
+    return [projection.states(rows) for projection, rows in zip(projections, read, strict=True)]
 
 
 def save(
     conn: Connection, writes: Mapping[Table, list[dict]], applied: Collection[int] = (), commit: bool = False
 ) -> None:
     """Upsert the rows (by each table's primary key) and delete the `applied` events' pending
-    rows: on PostgreSQL in one pipeline, with the COMMIT if `commit` (psycopg then sees the
-    session idle, so SQLAlchemy's commit of the caller's transaction sends nothing)."""
-    if conn.dialect.name != "postgresql":
-        for table, rows in writes.items():
-            upsert(conn, table, _key(table), rows)
-        _clear_pending(conn, applied)
-        return
-    driver = conn.connection.driver_connection
-    with driver_errors(conn.engine, driver), driver.pipeline():
-        for table, rows in writes.items():
-            if rows:
-                driver.execute(json_upsert_sql(table, _key(table)), {"rows": json_rows(rows)})
-        if applied:
-            driver.execute(_CLEAR_PENDING_SQL, (list(applied),))
-        if commit:
-            driver.execute("COMMIT")
-
-
-def _key(table: Table) -> str:
-    return table.primary_key.columns.values()[0].name
+    rows, with the COMMIT if `commit` (where the database allows it in the same round trip)."""
+    dialect_of(conn).write_batch(conn, writes, applied, commit)
 
 
 def _contiguous(version: int, events: Sequence[RecordedEvent]) -> bool:
     return [e.stream_version for e in events] == list(range(version + 1, version + 1 + len(events)))
-
-
-#: Taken shared by every transaction that applies events, and exclusively by a rebuild while it
-#: swaps its fresh tables in, so no worker writes to a table that is being replaced.
-SWAP_LOCK_ID = 0x70726F6A  # "proj"
-
-
-#: The batch's locks, in a fixed order (so no deadlock): shared on the swap lock, then one
-#: per stream, so two workers applying the same stream cannot overwrite each other's newer
-#: state.
-_SWAP_SHARED_SQL = "SELECT pg_advisory_xact_lock_shared(%s)"
-_STREAM_LOCKS_SQL = (
-    "SELECT pg_advisory_xact_lock(hashtextextended(s::text, 0)) "
-    "FROM unnest(CAST(%s AS uuid[])) AS s ORDER BY s"
-)
-_CLEAR_PENDING_SQL = "DELETE FROM projection_pending WHERE position = ANY(CAST(%s AS bigint[]))"
-
-
-def _clear_pending(conn: Connection, positions: Iterable[int]) -> None:
-    """Mark events as projected (read-your-writes waits on these rows), in the projection's
-    own transaction."""
-    positions = list(positions)
-    if positions:
-        conn.execute(
-            delete(projection_pending_table).where(projection_pending_table.c.position.in_(positions))
-        )

@@ -14,14 +14,14 @@ from typing import Any
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
-from events.db import projection_pending_table as pending
-from events.db import reservations_table as reservations
 from events.service import KEY_SCOPE
+from events.sql.catalogue import oss_issues
+from events.sql.tables import projection_pending_table as pending
+from events.sql.tables import reservations_table as reservations
 from projections.assessments import AssessmentRow
 from projections.candidate_keys import KeyRow
 from projections.tables import ASSESSMENTS_VIEW as view
 from projections.tables import CANDIDATE_KEYS_VIEW as keys_view
-from projections.tables import oss_issues
 
 _ASSESSMENT_COLUMNS = [c for c in view.columns if c.name != "version"]
 _ISSUE_COLUMNS = [c.label(f"catalogue_{c.name}") for c in oss_issues.columns]

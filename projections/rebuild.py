@@ -36,10 +36,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from events import codec
-from events.db import events_table, libpq_url
 from events.model import RecordedEvent
-from events.store import to_recorded
-from projections.projector import SWAP_LOCK_ID, Projection, Tracked, apply_batch, fold_new
+from events.sql.engine import libpq_url
+from events.sql.store import to_recorded
+from events.sql.tables import SWAP_LOCK_ID, events_table
+from projections.projector import Projection, Tracked, apply_batch, fold_new
 
 FRESH_SUFFIX = "_rebuild"
 SWAP_LOCK_TIMEOUT = "1s"

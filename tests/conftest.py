@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from api import auth
-from events.db import make_engine
-from events.settings import Settings
+from events.runtime.settings import Settings
+from events.sql import tenancy
+from events.sql.engine import make_engine
+from events.tenancy import IssuedToken
 from tests.support.services import Databases, delete_broker_names, postgres_server, rabbitmq_server
 from tests.support.system import Client, System
 
@@ -93,21 +94,21 @@ def system(make_settings) -> Iterator[System]:
     built.stop()
 
 
-def new_org(database_url: str, name: str = "Acme") -> auth.IssuedToken:
+def new_org(database_url: str, name: str = "Acme") -> IssuedToken:
     engine = make_engine(database_url, pool_size=1)
     try:
-        return auth.create_organisation(engine, f"{name} {uuid.uuid4().hex[:6]}")
+        return tenancy.create_organisation(engine, f"{name} {uuid.uuid4().hex[:6]}")
     finally:
         engine.dispose()
 
 
 @pytest.fixture
-def org(shared_system: System) -> auth.IssuedToken:
+def org(shared_system: System) -> IssuedToken:
     return new_org(shared_system.settings.database_url)
 
 
 @pytest.fixture
-def client(shared_system: System, org: auth.IssuedToken) -> Iterator[Client]:
+def client(shared_system: System, org: IssuedToken) -> Iterator[Client]:
     with Client(shared_system.api.url, org.token) as session:
         yield session
 

@@ -19,9 +19,10 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 from sqlalchemy.exc import DBAPIError
 
-from events import broker, metrics
-from events.broker import connection_parameters, declare_topology
-from events.reconnect import keep_running
+from events.rabbitmq import broker
+from events.rabbitmq.broker import connection_parameters, declare_topology
+from events.runtime.reconnect import keep_running
+from worker import metrics
 from worker.batches import is_transient, process_batch
 from worker.handler import EventHandler
 

@@ -15,12 +15,12 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from events import metrics
-from events.db import projection_pending_table as pending
 from events.model import AssessmentDeleted, Metadata, RecordedEvent
+from events.ports import EventStore
 from events.service import AssessmentService
-from events.store import EventStore
+from events.sql.tables import projection_pending_table as pending
 from projections.projector import BatchResult, Projection, apply_batch
+from worker import metrics
 
 log = logging.getLogger(__name__)
 

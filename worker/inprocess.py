@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from events.inprocess import InProcessBroker
+from events.memory.broker import InProcessBroker
 from worker.batches import process_batch
 from worker.handler import EventHandler
 

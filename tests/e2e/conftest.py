@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from projections.catalogue import import_catalogue
+from events.sql.catalogue import import_catalogue
 from tests.e2e.helpers import body, issue_keys
 from tests.support.system import Client, System
 

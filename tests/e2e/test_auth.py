@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from api import auth
+from events.sql import tenancy
 from tests.e2e.helpers import assert_error, body
 from tests.support.system import Client
 
@@ -78,8 +78,8 @@ def test_a_malformed_authorization_header_is_unauthorized(anonymous, org, keyed,
 
 
 def test_a_revoked_bearer_token_is_unauthorized(shared_system):
-    issued = auth.create_organisation(shared_system.engine, f"Revoked {uuid.uuid4().hex[:6]}")
-    auth.revoke_tokens(shared_system.engine, issued.prefix)
+    issued = tenancy.create_organisation(shared_system.engine, f"Revoked {uuid.uuid4().hex[:6]}")
+    tenancy.revoke_tokens(shared_system.engine, issued.prefix)
 
     with Client(shared_system.api.url, issued.token) as revoked:
         assert_error(revoked.get("/v1/assessments"), 401, "unauthorized")

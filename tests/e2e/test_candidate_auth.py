@@ -105,7 +105,7 @@ def expired(shared_system, org) -> tuple[str, str, str]:
     service = AssessmentService(shared_system.store, clock=lambda: eight_days_ago)
     metadata = Metadata(org_id=org.org_id, actor="test:expiry")
     details = AssessmentDetails(title="Old", role="Backend", task_brief="Fix it.", expires_in_days=7)
-    created = service.create(org.org_id, details, metadata)
+    created = service.create(org.org_id, details, metadata).recorded
     (issued,) = service.issue_keys(org.org_id, created.stream_id, [(None, None)], metadata)
     (key,) = service.key_strings([issued.event.key_id]).values()
     return str(created.stream_id), str(issued.event.key_id), key

@@ -27,7 +27,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from events.settings import Settings
+from events.runtime.settings import Settings
 from tests.support.system import Client, System
 from tests.support.wait import wait_for
 

@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.auth import IssuedToken
+from events.tenancy import IssuedToken
 from tests.e2e.helpers import create, issue_keys
 from tests.support.system import Client, System
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from events.settings import Settings
+from events.runtime.settings import Settings
 from tests.e2e.helpers import body, create, issue_keys, listed_keys
 from tests.integration.helpers import BrokerClient
 from tests.support.system import Client, System
@@ -126,7 +126,7 @@ def test_relay_and_worker_log_the_request_id_of_the_events_they_handle(client, d
     request_id, response = with_request_id(client, "POST", "/v1/assessments", json=body())
     assert response.status_code == 201, response.text
 
-    wait_for(lambda: about(debug_logs, "events.relay", request_id), 10, "the relay's line")
+    wait_for(lambda: about(debug_logs, "events.rabbitmq.relay", request_id), 10, "the relay's line")
     wait_for(lambda: about(debug_logs, "worker.handler", request_id), 10, "the worker's line")
 
 
@@ -178,7 +178,8 @@ def test_no_log_record_holds_a_token_or_a_candidate_key(client, org, candidate, 
     with Client(shared_system.api.url, f"{org.token}x") as wrong_token:
         assert wrong_token.get("/v1/assessments").status_code == 401
     listed_keys(client, assessment["id"])  # waits until the worker applied the keys
-    wait_for(lambda: about(debug_logs, "events.relay", request_id), 10, "the relay's lines about the keys")
+    relay_lines = lambda: about(debug_logs, "events.rabbitmq.relay", request_id)  # noqa: E731
+    wait_for(relay_lines, 10, "the relay's lines about the keys")
 
     secrets = [org.token, *keys, "PST-AAAA-BBBB"]
     logged = [

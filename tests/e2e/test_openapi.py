@@ -15,8 +15,8 @@ from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from api import create_app
 from api.schemas import STRICT_INTEGER_NOTE
+from cli import bootstrap
 from tests.e2e.helpers import MISSING, body, create, issue_keys
 from tests.support.system import Client, System
 
@@ -114,7 +114,7 @@ def test_the_docs_page_renders_the_document(anonymous: Client):
 
 
 def test_the_document_is_built_on_first_request_and_kept(shared_system: System):
-    app = create_app(shared_system.settings)
+    app = bootstrap.api_app(shared_system.settings)
     try:
         assert "openapi" not in app.extensions
         with app.test_client() as http:
@@ -129,7 +129,7 @@ def test_the_document_is_built_on_first_request_and_kept(shared_system: System):
 
 
 def test_a_route_without_documentation_is_still_listed_and_marked_undocumented(shared_system: System):
-    app = create_app(shared_system.settings)
+    app = bootstrap.api_app(shared_system.settings)
     app.add_url_rule("/v1/extra/<thing_id>", "extra", lambda thing_id: "", methods=["PUT"])
     try:
         with app.test_client() as http:

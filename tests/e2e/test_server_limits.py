@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from api import MAX_BODY_BYTES
-from api.auth import IssuedToken
+from events.tenancy import IssuedToken
 from tests.e2e.helpers import body
 from tests.e2e.test_health_metrics import Process, answers, free_port
 from tests.support.system import System

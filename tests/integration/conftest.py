@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from cli import bootstrap
 from events.service import AssessmentService
-from projections import default_projections
 from tests.integration.helpers import BrokerClient, new_org_id
 from tests.support.system import Running, System
 from worker.consumer import Worker
@@ -22,13 +22,13 @@ def org_id() -> str:
 
 @pytest.fixture
 def service(system: System) -> AssessmentService:
-    return AssessmentService(system.store)
+    return bootstrap.assessment_service(system.engine, system.store)
 
 
 @pytest.fixture
 def handler(system: System) -> EventHandler:
     """The worker's handler on the test's database, driven directly (no broker)."""
-    return EventHandler(system.engine, system.store, default_projections())
+    return bootstrap.event_handler(system.engine, system.store)
 
 
 @pytest.fixture
@@ -45,14 +45,8 @@ def start_worker(system: System):
     started: list[Running] = []
 
     def start(handler: EventHandler | None = None, broker_url: str | None = None, **options) -> Worker:
-        handler = handler or EventHandler(system.engine, system.store, default_projections())
-        worker = Worker(
-            handler,
-            broker_url or system.settings.broker_url,
-            system.settings.exchange,
-            system.settings.worker_queue,
-            **options,
-        )
+        handler = handler or bootstrap.event_handler(system.engine, system.store)
+        worker = bootstrap.worker(system.settings, broker_url=broker_url, handler=handler, **options)
         started.append(Running(worker, f"worker-{len(started) + 1}"))
         return worker
 

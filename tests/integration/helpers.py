@@ -20,11 +20,12 @@ from sqlalchemy.engine import Engine
 
 from events import messages
 from events.aggregate import AssessmentDetails
-from events.db import events_table, libpq_url, outbox_table, projection_pending_table
 from events.model import Metadata, RecordedEvent
-from events.relay import message_properties
+from events.rabbitmq.connection import message_properties
+from events.runtime.settings import Settings
 from events.service import AssessmentService
-from events.settings import Settings
+from events.sql.engine import libpq_url
+from events.sql.tables import events_table, outbox_table, projection_pending_table
 from tests.support.wait import wait_for
 
 
@@ -41,7 +42,7 @@ def details(title: str = "Backend API") -> AssessmentDetails:
 
 
 def create(service: AssessmentService, org_id: str, title: str = "Backend API") -> RecordedEvent:
-    return service.create(org_id, details(title), metadata(org_id))
+    return service.create(org_id, details(title), metadata(org_id)).recorded
 
 
 def candidates(count: int) -> list[tuple[str | None, str | None]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from events.broker import is_recoverable, misconfiguration
+from events.rabbitmq.broker import is_recoverable, misconfiguration
 from tests.integration.helpers import create, run_cli, wait_until_quiet
 from tests.support.proxy import Refusal, TcpProxy
 from tests.support.rabbitmq import close_all_connections, own_vhost, url_with_vhost

@@ -8,7 +8,7 @@ from collections import Counter
 
 from events.aggregate import REVOKED_BY_CASCADE, AssessmentNotFound, rebuild
 from events.model import CandidateKeyRevoked
-from events.store import ConcurrencyConflict
+from events.ports import ConcurrencyConflict
 from tests.integration.helpers import candidates, create, metadata, rows, wait_until_quiet
 from tests.support.wait import wait_for
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from events.db import driver_connection, make_engine
+from events.sql.engine import driver_connection, make_engine
 from tests.conftest import new_org
 from tests.integration.helpers import kill_sessions, scalar
 from tests.support.system import Client

@@ -19,8 +19,8 @@ import pytest
 
 from events import codec, messages
 from events.model import EVENT_TYPES, Event
-from events.relay import message_properties
-from projections.catalogue import import_catalogue
+from events.rabbitmq.connection import message_properties
+from events.sql.catalogue import import_catalogue
 from tests.conftest import RUN_ID, new_org
 from tests.e2e.helpers import create, issue_keys
 from tests.integration.helpers import BrokerClient, outbox_count, pending_count, scalar

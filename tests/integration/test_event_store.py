@@ -13,7 +13,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from cli.dev import create_schema
-from events.db import make_engine, outbox_table, projection_pending_table
 from events.keys import key_hint
 from events.model import (
     AssessmentCreated,
@@ -23,7 +22,10 @@ from events.model import (
     utcnow,
     uuid7,
 )
-from events.store import ConcurrencyConflict, Reservation, ReservationTaken, SqlEventStore
+from events.ports import ConcurrencyConflict, Reservation, ReservationTaken
+from events.sql.engine import make_engine
+from events.sql.store import SqlEventStore
+from events.sql.tables import outbox_table, projection_pending_table
 from tests.integration.helpers import metadata, stream_rows
 
 KEY_SCOPE = "candidate_key"

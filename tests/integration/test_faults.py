@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from events.broker import ensure_topology
-from events.db import make_engine
+from events.rabbitmq.broker import ensure_topology
+from events.runtime.settings import Settings
 from events.service import AssessmentService
-from events.settings import Settings
-from events.store import PostgresEventStore
+from events.sql.engine import make_engine
+from events.sql.store import PostgresEventStore
 from tests.integration.helpers import (
     assert_projected_exactly,
     assessment_versions,

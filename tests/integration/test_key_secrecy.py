@@ -17,10 +17,10 @@ from sqlalchemy import text
 
 from cli.migrate import upgrade
 from events import codec
-from events.db import make_engine
 from events.keys import key_hint
 from events.model import AssessmentCreated, utcnow, uuid7
 from events.service import KEY_SCOPE, CandidateRefused
+from events.sql.engine import make_engine
 from projections import default_projections
 from projections.rebuild import rebuild
 from tests.conftest import RUN_ID, new_org

@@ -16,9 +16,9 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from api import create_app
-from events import metrics
-from events.settings import Settings
+from cli import bootstrap
+from events.runtime import metrics
+from events.runtime.settings import Settings
 from tests.integration.helpers import create, metadata, outbox_count, pending_count
 from tests.support.wait import wait_for
 
@@ -32,7 +32,7 @@ def build_app() -> Iterator:
     built: list[Flask] = []
 
     def build(settings: Settings) -> Flask:
-        app = create_app(settings)
+        app = bootstrap.api_app(settings)
         built.append(app)
         return app
 

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import psycopg
 
-from events.db import OUTBOX_CHANNEL, RELAY_IDLE_LOCK_ID, driver_connection, libpq_url, make_engine
-from events.outbox import _ADVANCE_SQL, _UNPUBLISHED_SQL, OutboxListener, PostgresOutbox
+from events.sql.engine import driver_connection, libpq_url, make_engine
+from events.sql.outbox import _ADVANCE_SQL, _UNPUBLISHED_SQL, OutboxListener, PostgresOutbox
+from events.sql.tables import OUTBOX_CHANNEL, RELAY_IDLE_LOCK_ID
 from tests.integration.helpers import create
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from events import messages
-from events.broker import ensure_topology
+from events.rabbitmq.broker import ensure_topology
 from projections import default_projections
 from tests.integration.helpers import assessment_versions, create, envelope_with, pending_count
 from tests.support.wait import wait_for

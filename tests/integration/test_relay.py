@@ -10,9 +10,9 @@ from collections import defaultdict
 import pika
 
 from events import messages
-from events.db import make_engine
 from events.service import AssessmentService
-from events.store import PostgresEventStore
+from events.sql.engine import make_engine
+from events.sql.store import PostgresEventStore
 from tests.integration.helpers import candidates, create, kill_sessions, metadata, outbox_count
 from tests.support.wait import wait_for
 

@@ -17,8 +17,8 @@ import pytest
 
 from events import messages
 from events.model import RecordedEvent
-from events.republish import republish, select_events, topic_matches
-from events.settings import Settings
+from events.rabbitmq.republish import republish, select_events, topic_matches
+from events.runtime.settings import Settings
 from tests.conftest import RUN_ID, new_org
 from tests.e2e.helpers import create, issue_keys
 from tests.integration.helpers import BrokerClient, outbox_count, pending_count, run_cli, scalar

@@ -11,9 +11,10 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from api import auth
-from api.token_cache import APPLICATION_NAME, TokenCache
-from events.db import libpq_url
+from events.sql import tenancy
+from events.sql.engine import libpq_url
+from events.sql.token_cache import APPLICATION_NAME, TokenCache
+from events.tenancy import IssuedToken, Reviewer
 from tests.conftest import new_org
 from tests.support.system import Client
 from tests.support.wait import wait_for
@@ -29,7 +30,7 @@ def cache(system) -> Iterator[TokenCache]:
 
 
 @pytest.fixture
-def token(system) -> auth.IssuedToken:
+def token(system) -> IssuedToken:
     return new_org(system.settings.database_url)
 
 
@@ -47,16 +48,16 @@ def revoke_silently(engine, prefix: str) -> None:
 
 
 def test_a_known_token_is_served_from_memory(system, cache, token):
-    assert auth.reviewer_for(system.engine, token.token, cache) == auth.Reviewer(token.org_id, token.prefix)
+    assert tenancy.reviewer_for(system.engine, token.token, cache) == Reviewer(token.org_id, token.prefix)
     revoke_silently(system.engine, token.prefix)
-    assert auth.reviewer_for(system.engine, token.token, cache) is not None, "from memory"
-    assert auth.reviewer_for(system.engine, token.token) is None, "the database says revoked"
+    assert tenancy.reviewer_for(system.engine, token.token, cache) is not None, "from memory"
+    assert tenancy.reviewer_for(system.engine, token.token) is None, "the database says revoked"
 
 
 @pytest.mark.parametrize(
     "change",
     [
-        lambda engine, token: auth.revoke_tokens(engine, token.prefix),
+        lambda engine, token: tenancy.revoke_tokens(engine, token.prefix),
         lambda engine, token: sql(
             engine, "UPDATE api_tokens SET revoked_at = now() WHERE prefix = :p", p=token.prefix
         ),
@@ -65,15 +66,15 @@ def test_a_known_token_is_served_from_memory(system, cache, token):
     ids=["cli-revoke", "plain-sql-update", "delete"],
 )
 def test_any_change_to_the_tokens_is_seen_at_once(system, cache, token, change):
-    assert auth.reviewer_for(system.engine, token.token, cache) is not None
+    assert tenancy.reviewer_for(system.engine, token.token, cache) is not None
     change(system.engine, token)
     started = time.monotonic()
-    wait_for(lambda: auth.reviewer_for(system.engine, token.token, cache) is None, 2, "the change seen")
+    wait_for(lambda: tenancy.reviewer_for(system.engine, token.token, cache) is None, 2, "the change seen")
     assert time.monotonic() - started < 0.5
 
 
 def test_a_lost_session_forgets_everything_and_nothing_is_cached_until_it_is_back(system, cache, token):
-    assert auth.reviewer_for(system.engine, token.token, cache) is not None
+    assert tenancy.reviewer_for(system.engine, token.token, cache) is not None
     revoke_silently(system.engine, token.prefix)
     before = cache.generation()
 
@@ -84,15 +85,15 @@ def test_a_lost_session_forgets_everything_and_nothing_is_cached_until_it_is_bac
             (APPLICATION_NAME,),
         )
         wait_for(lambda: cache.generation() != before, 5, "the cache to notice")
-    assert auth.reviewer_for(system.engine, token.token, cache) is None
+    assert tenancy.reviewer_for(system.engine, token.token, cache) is None
 
 
 def test_without_its_session_the_cache_keeps_nothing(system, token):
     unreachable = TokenCache("host=127.0.0.1 port=1 dbname=nowhere connect_timeout=1")
     try:
-        assert auth.reviewer_for(system.engine, token.token, unreachable) is not None
+        assert tenancy.reviewer_for(system.engine, token.token, unreachable) is not None
         revoke_silently(system.engine, token.prefix)
-        assert auth.reviewer_for(system.engine, token.token, unreachable) is None
+        assert tenancy.reviewer_for(system.engine, token.token, unreachable) is None
     finally:
         unreachable.stop()
 
@@ -100,9 +101,10 @@ def test_without_its_session_the_cache_keeps_nothing(system, token):
 def test_a_refused_token_is_not_remembered(system, cache):
     issued = new_org(system.settings.database_url)
     revoke_silently(system.engine, issued.prefix)
-    assert auth.reviewer_for(system.engine, issued.token, cache) is None
+    assert tenancy.reviewer_for(system.engine, issued.token, cache) is None
     sql(system.engine, "UPDATE api_tokens SET revoked_at = NULL WHERE prefix = :p", p=issued.prefix)
-    wait_for(lambda: auth.reviewer_for(system.engine, issued.token, cache) is not None, 2, "the token back")
+    back = lambda: tenancy.reviewer_for(system.engine, issued.token, cache) is not None  # noqa: E731
+    wait_for(back, 2, "the token back")
 
 
 def test_over_http_a_revoked_token_gets_401_on_the_next_requests(system):
@@ -110,6 +112,6 @@ def test_over_http_a_revoked_token_gets_401_on_the_next_requests(system):
     issued = new_org(system.settings.database_url)
     with Client(url, issued.token) as client:
         assert [client.get("/v1/issues").status_code for _ in range(3)] == [200] * 3
-        auth.revoke_tokens(system.engine, issued.prefix)
+        tenancy.revoke_tokens(system.engine, issued.prefix)
         wait_for(lambda: client.get("/v1/issues").status_code == 401, 1, "401 after the revoke")
         assert [client.get("/v1/issues").status_code for _ in range(3)] == [401] * 3

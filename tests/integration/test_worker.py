@@ -11,7 +11,7 @@ from psycopg import pq
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from events.db import libpq_url
+from events.sql.engine import libpq_url
 from projections import default_projections
 from projections.projector import apply_batch
 from projections.queries import wait_until_projected

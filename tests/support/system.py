@@ -10,13 +10,10 @@ from dataclasses import dataclass, field
 import requests
 from werkzeug.serving import make_server
 
-from api import create_app
-from events.db import make_engine
-from events.outbox import PostgresOutbox
-from events.relay import Relay
-from events.settings import Settings
-from events.store import PostgresEventStore
-from projections import default_projections
+from cli import bootstrap
+from events.rabbitmq.relay import Relay
+from events.runtime.settings import Settings
+from events.sql.engine import make_engine
 from worker.consumer import Worker
 from worker.handler import EventHandler
 
@@ -56,29 +53,17 @@ class System:
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.database_url, pool_size=5)
-        self.store = PostgresEventStore(self.engine)
+        self.store = bootstrap.event_store(self.engine)
 
     def start_relay(self, broker_url: str | None = None, **options) -> Relay:
-        relay = Relay(
-            PostgresOutbox(self.engine),
-            broker_url or self.settings.broker_url,
-            self.settings.exchange,
-            self.settings.worker_queue,
-            **{"poll_seconds": 0.2, **options},
-        )
+        relay = bootstrap.relay(self.settings, self.engine, broker_url, **{"poll_seconds": 0.2, **options})
         self.relay = Running(relay, "relay")
         return relay
 
     def start_worker(self, broker_url: str | None = None, **options) -> Worker:
-        handler = EventHandler(self.engine, self.store, default_projections())
+        handler = bootstrap.event_handler(self.engine, self.store)
         self.handlers.append(handler)
-        worker = Worker(
-            handler,
-            broker_url or self.settings.broker_url,
-            self.settings.exchange,
-            self.settings.worker_queue,
-            **options,
-        )
+        worker = bootstrap.worker(self.settings, broker_url=broker_url, handler=handler, **options)
         self.worker = Running(worker, "worker")
         return worker
 
@@ -107,7 +92,7 @@ class System:
 
 class ApiServer:
     def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
+        self.app = bootstrap.api_app(settings)
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)

@@ -182,13 +182,15 @@ def test_an_issued_key_event_holds_the_keys_hint_and_never_the_key():
     assert "PST-ABCD-EF7K" not in str(codec.encode(event))
 
 
-def test_the_state_knows_a_key_by_its_id_and_hint():
+def test_the_event_carries_the_keys_hint_and_the_state_knows_the_key_by_its_id_only():
     first, state = live()
     wanted = new_key("PST-ABCD-EF7K")
 
-    state = aggregate.rebuild(first.assessment_id, [first, *aggregate.issue_keys(state, [wanted], LATER)])
+    (issued,) = aggregate.issue_keys(state, [wanted], LATER)
+    state = aggregate.rebuild(first.assessment_id, [first, issued])
 
-    assert state.keys[wanted.key_id].key_hint == "PST-****-**7K"
+    assert issued.key_hint == "PST-****-**7K"
+    assert state.keys[wanted.key_id].id == wanted.key_id
     assert not hasattr(state.keys[wanted.key_id], "key")
 
 

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from events.logs import JsonFormatter, TextFormatter
+from events.runtime.logs import JsonFormatter, TextFormatter
 
 TOKEN = "ast_k3J9xQ2a_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
 KEY = "PST-ABCD-EF23"

@@ -11,20 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from events.aggregate import ACTIVE, COMPLETED, EXPIRED, PENDING
 from events.model import RecordedEvent
+from events.sql.catalogue import REQUIRED, InvalidCatalogue, parse_catalogue
 from projections import projector
 from projections.assessments import AssessmentRow, AssessmentsProjection, evolve_row, row_from_created
-from projections.candidate_keys import (
-    ACTIVE,
-    COMPLETED,
-    EXPIRED,
-    PENDING,
-    CandidateKeysProjection,
-    KeyRow,
-    evolve_keys,
-    fold_keys,
-)
-from projections.catalogue import REQUIRED, InvalidCatalogue, parse_catalogue
+from projections.candidate_keys import CandidateKeysProjection, KeyRow, evolve_keys, fold_keys
 from projections.projector import Projection, Tracked, by_stream, fold_new
 from tests.unit.builders import NOW, created, deleted, issued, recorded, revoked
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from events.reconnect import Backoff, keep_running
+from events.runtime.reconnect import Backoff, keep_running
 
 
 def test_backoff_doubles_up_to_its_cap():

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pika
 import pytest
 
-from events.relay import CoalescingConnection
+from events.rabbitmq.connection import CoalescingConnection
 
 
 class RecordingTransport:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from events.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL, Settings
+from events.runtime.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL, Settings
 
 ENV = {
     "ASSESSMENTS_DATABASE_URL": "postgresql+psycopg://root@db.internal:5432/assess",

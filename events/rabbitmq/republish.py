@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 import pika
 
 from events import messages
-from events.broker import connection_parameters
 from events.model import RecordedEvent
-from events.relay import message_properties
+from events.rabbitmq.broker import connection_parameters
+from events.rabbitmq.connection import message_properties
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:

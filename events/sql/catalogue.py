@@ -1,15 +1,34 @@
-"""The OSS issue catalogue: reference data that operators import from a JSON file."""
+"""The OSS issue catalogue in the database: reference data that operators import from a JSON
+file, and the `events.ports.Catalogue` the service reads it through."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import Column, MetaData, Table, Text, select, text
+from sqlalchemy.engine import Engine
 
-from projections.tables import oss_issues, upsert
+from events.ports import Issue
+from events.sql.dialect import dialect_of
+from events.sql.types import Json
+
+metadata = MetaData()
+
+oss_issues = Table(
+    "oss_issues",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("repo_url", Text, nullable=False),
+    Column("issue_url", Text, nullable=False),
+    Column("task_brief", Text, nullable=False),
+    Column("language", Text, nullable=False),
+    Column("difficulty", Text, nullable=False),
+    Column("labels", Json, nullable=False, server_default=text("'[]'")),
+)
 
 REQUIRED = ("id", "title", "repoUrl", "issueUrl", "taskBrief", "language", "difficulty")
 
@@ -55,13 +74,26 @@ def parse_catalogue(doc: Any) -> list[dict[str, Any]]:
 def import_catalogue(engine: Engine, path: Path) -> int:
     rows = parse_catalogue(json.loads(Path(path).read_text(encoding="utf-8")))
     with engine.begin() as conn:
-        upsert(conn, oss_issues, "id", rows)
+        dialect_of(conn).upsert(conn, oss_issues, "id", rows)
     return len(rows)
 
 
-def list_issues(conn: Connection) -> list[Any]:
-    return list(conn.execute(select(oss_issues).order_by(oss_issues.c.id)))
+class SqlCatalogue:
+    """`events.ports.Catalogue` on the catalogue's table."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def issue(self, issue_id: str) -> Issue | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(oss_issues).where(oss_issues.c.id == issue_id)).first()
+        return None if row is None else issue_of(row._mapping)
+
+    def issues(self) -> list[Issue]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(oss_issues).order_by(oss_issues.c.id))
+            return [issue_of(row._mapping) for row in rows]
 
 
-def get_issue(conn: Connection, issue_id: str) -> Any | None:
-    return conn.execute(select(oss_issues).where(oss_issues.c.id == issue_id)).first()
+def issue_of(row: Mapping[str, Any]) -> Issue:
+    return Issue(**{**row, "labels": tuple(row["labels"] or ())})

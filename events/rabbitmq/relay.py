@@ -13,79 +13,26 @@ consumer tolerates (delivery is at-least-once).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
-import pika
 import psycopg
 from pika.adapters.select_connection import SelectConnection
 from pika.spec import Basic
 from sqlalchemy.exc import SQLAlchemyError
 
-from events import broker, messages, metrics
-from events.broker import connection_parameters, ensure_topology
-from events.model import EVENT_TYPES, RecordedEvent, StoredEvent
-from events.outbox import OutboxListener, PostgresOutbox
-from events.reconnect import keep_running
+from events import messages
+from events.model import StoredEvent
+from events.rabbitmq import broker, metrics
+from events.rabbitmq.broker import connection_parameters, ensure_topology
+from events.rabbitmq.connection import CoalescingConnection, message_properties
+from events.runtime.reconnect import keep_running
+from events.sql.outbox import OutboxListener, PostgresOutbox
 
 log = logging.getLogger(__name__)
-
-
-def message_properties(recorded: RecordedEvent | StoredEvent) -> pika.BasicProperties:
-    """The AMQP properties of an event's message; the schema version is the one the body
-    carries (the newest: events are upcast before they are published)."""
-    meta = recorded.metadata
-    return pika.BasicProperties(
-        content_type=messages.CONTENT_TYPE,
-        delivery_mode=pika.DeliveryMode.Persistent,
-        message_id=str(recorded.event_id),
-        type=recorded.type_name,
-        timestamp=int(recorded.recorded_at.timestamp()),
-        correlation_id=meta.get("correlationId"),
-        app_id="assessments",
-        headers={
-            "schema_version": EVENT_TYPES[recorded.type_name].schema_version,
-            "stream_id": str(recorded.stream_id),
-            "stream_version": recorded.stream_version,
-            "position": recorded.position,
-            "org_id": meta.get("orgId"),
-            "correlation_id": meta.get("correlationId"),
-        },
-    )
-
-
-class CoalescingConnection(SelectConnection):
-    """A `SelectConnection` that can send a batch of publishes in one write.
-
-    pika hands each frame to the socket with a `send()` of its own, three per message, and on
-    a fast link each one wakes the broker to read it: a batch of 20 events cost 60 system
-    calls on each side. Within `coalesced()`, frames are held and leave together.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        self._held: list[bytes] | None = None
-        super().__init__(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def coalesced(self) -> Iterator[None]:
-        self._held = []
-        try:
-            yield
-        finally:
-            held, self._held = self._held, None
-            if held:
-                super()._adapter_emit_data(b"".join(held))
-
-    def _adapter_emit_data(self, data: bytes) -> None:
-        """pika's hook for an adapter to send bytes (see `pika.connection.Connection`)."""
-        if self._held is None:
-            super()._adapter_emit_data(data)
-        else:
-            self._held.append(data)
 
 
 class Relay:
@@ -234,7 +181,7 @@ class Relay:
     #
     # Idle: the relay holds the idle lock and waits for a notification. Busy: it does not, and
     # reads the outbox again after every batch. Appends notify only an idle relay (see
-    # `events.db.RELAY_IDLE_LOCK_ID`), so under load there are no notifications at all, each
+    # `events.sql.tables.RELAY_IDLE_LOCK_ID`), so under load there are no notifications at all, each
     # of which woke every listening session of the database.
 
     def _go_idle(self) -> None:

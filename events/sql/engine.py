@@ -1,8 +1,5 @@
-"""Database engines (PostgreSQL; SQLite for `assessments dev`) and the event store's tables.
-
-Tables of the read side live in `projections.tables`; the organisations and tokens of the API
-in `api.auth`. Alembic migrations (`migrations/`) create all of them.
-"""
+"""Database engines (PostgreSQL; SQLite for `assessments dev`): connection timeouts, the pool's
+dead-connection check, and the bare driver connection of the hot paths."""
 
 from __future__ import annotations
 
@@ -12,95 +9,9 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    ForeignKey,
-    Identity,
-    Index,
-    Integer,
-    MetaData,
-    SmallInteger,
-    Table,
-    Text,
-    UniqueConstraint,
-    Uuid,
-    create_engine,
-    event,
-    func,
-    text,
-)
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
-
-from events.types import Json, Position, Timestamp
-
-metadata = MetaData()
-
-#: The only source of truth: append-only, never updated or deleted.
-events_table = Table(
-    "events",
-    metadata,
-    Column("position", Position, Identity(always=True), primary_key=True),
-    Column("event_id", Uuid, nullable=False, unique=True),
-    Column("stream_id", Uuid, nullable=False),
-    Column("stream_version", Integer, nullable=False),
-    Column("type", Text, nullable=False),
-    Column("schema_version", SmallInteger, nullable=False),
-    Column("data", Json, nullable=False),
-    Column("metadata", Json, nullable=False),
-    Column("recorded_at", Timestamp, nullable=False, server_default=func.now()),
-    UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
-)
-
-#: Events not yet confirmed by the broker; the relay deletes a row once RabbitMQ confirmed it.
-outbox_table = Table(
-    "outbox",
-    metadata,
-    Column("position", BigInteger, ForeignKey("events.position"), primary_key=True),
-)
-
-#: Events not yet applied to the projections, per organisation: what a read waits for.
-projection_pending_table = Table(
-    "projection_pending",
-    metadata,
-    Column("position", BigInteger, primary_key=True),
-    Column("org_id", Text, nullable=False),
-    Column("stream_id", Uuid, nullable=False),
-    Column("recorded_at", Timestamp, nullable=False, server_default=func.now()),
-    Index("projection_pending_org_idx", "org_id", "position"),
-    Index("projection_pending_stream_idx", "stream_id", "position"),
-)
-
-#: Uniqueness that spans streams (candidate key strings, idempotency keys), claimed in the
-#: same transaction as the append that needs it. A candidate key's row is also the only place
-#: its string is kept (found by `subject_id`, the key's id): events hold only a hint of it.
-reservations_table = Table(
-    "reservations",
-    metadata,
-    Column("scope", Text, primary_key=True),
-    Column("key", Text, primary_key=True),
-    Column("stream_id", Uuid, nullable=False),
-    Column("payload", Json, nullable=False, server_default=text("'{}'")),
-    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
-    Column("subject_id", Uuid),
-    Index(
-        "reservations_subject_idx",
-        "subject_id",
-        unique=True,
-        postgresql_where=text("subject_id IS NOT NULL"),
-        sqlite_where=text("subject_id IS NOT NULL"),
-    ),
-)
-
-OUTBOX_CHANNEL = "assessments_outbox"
-#: Held (exclusively) by the active relay while it is idle and waits on OUTBOX_CHANNEL. An
-#: append notifies only when it cannot take this lock shared: a busy relay reads the outbox
-#: again after every batch anyway, and each notification wakes every listening session of the
-#: database. The append keeps the shared lock until its commit, so a relay going idle waits
-#: for the appends in flight and then sees their rows; no wake-up is lost.
-RELAY_IDLE_LOCK_ID = 0x72656C79  # "rely"
-
 
 #: What every connection to PostgreSQL (pooled or dedicated) is told, so that a database that
 #: stops answering, whether down or cut off by a partition, costs a bounded wait instead of

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from events import messages
-from events.outbox import SqlOutbox
+from events.sql.outbox import SqlOutbox
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""The event store: append to a stream with an expected version, read a stream, read all.
+"""The event store on SQL: append to a stream with an expected version, read a stream, read all.
 
-`EventStore` is the interface the domain services and the worker depend on;
+`events.ports.EventStore` is the interface the service and the worker depend on;
 `PostgresEventStore` is the production implementation. An append writes, in one transaction,
 the events, their outbox rows (for the relay), their pending-projection rows (for
 read-your-writes) and any cross-stream reservations, so either all of it exists or none.
@@ -12,88 +12,30 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from events import codec
-from events.db import (
+from events.model import Event, Metadata, RecordedEvent, utcnow, uuid7
+from events.ports import ConcurrencyConflict, Reservation, ReservationRecord, ReservationTaken
+from events.sql.engine import autocommit, driver_connection
+from events.sql.tables import (
     OUTBOX_CHANNEL,
     RELAY_IDLE_LOCK_ID,
-    autocommit,
-    driver_connection,
     events_table,
     outbox_table,
     projection_pending_table,
     reservations_table,
 )
-from events.model import Event, Metadata, RecordedEvent, utcnow, uuid7
-
-
-class ConcurrencyConflict(Exception):
-    """The stream moved past the version the caller decided on: reload and decide again."""
-
-
-class ReservationTaken(Exception):
-    """A cross-stream unique value (e.g. a candidate key) is already claimed."""
-
-    def __init__(self, scope: str, key: str) -> None:
-        super().__init__(f"{scope}:{key}")
-        self.scope = scope
-        self.key = key
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """A claim on a value that must be unique service-wide, written with the append.
-
-    `subject_id` names what in the stream the value belongs to, when not the stream itself: a
-    candidate key's id. A candidate key's reservation is the only place its string is kept
-    (events hold its hint), so the service finds a key's string by `subject_id`, and a
-    presented key's id by the string."""
-
-    scope: str
-    key: str
-    payload: dict[str, Any] = field(default_factory=dict)
-    subject_id: uuid.UUID | None = None
-
-
-@dataclass(frozen=True)
-class ReservationRecord:
-    scope: str
-    key: str
-    stream_id: uuid.UUID
-    payload: dict[str, Any]
-    subject_id: uuid.UUID | None = None
-
-
-class EventStore(Protocol):
-    def append(
-        self,
-        stream_id: uuid.UUID,
-        expected_version: int,
-        events: Sequence[Event],
-        metadata: Metadata,
-        reservations: Sequence[Reservation] = (),
-    ) -> list[RecordedEvent]: ...
-
-    def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]: ...
-
-    def read_all(self, after_position: int = 0, batch_size: int = 1000) -> Iterator[RecordedEvent]: ...
-
-    def reservation(self, scope: str, key: str) -> ReservationRecord | None: ...
-
-    def reserved_values(self, scope: str, subject_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]: ...
-
 
 # The whole append is ONE statement (in psycopg's parameter style), run outside an explicit
 # transaction: PostgreSQL makes a statement atomic on its own, so the reservations, the events,
 # their outbox and pending rows all land or none does, in a single round trip (no BEGIN and
 # COMMIT). A duplicate reservation or stream version aborts it with the violated constraint's
-# name. pg_notify wakes the relay at commit, if it is idle (see `events.db.RELAY_IDLE_LOCK_ID`).
+# name. pg_notify wakes the relay at commit, if it is idle (see `events.sql.tables.RELAY_IDLE_LOCK_ID`).
 _APPEND_SQL = """
     WITH reserved AS (
         INSERT INTO reservations (scope, key, stream_id, payload, subject_id)
@@ -358,8 +300,3 @@ def _translate(
             return ReservationTaken(taken["scope"], taken["key"])
         return ReservationTaken(reservations[0].scope, reservations[0].key)
     return error
-
-
-def make_store(engine: Engine) -> SqlEventStore:
-    """The fastest store the engine's database allows."""
-    return PostgresEventStore(engine) if engine.dialect.name == "postgresql" else SqlEventStore(engine)

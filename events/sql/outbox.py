@@ -3,7 +3,7 @@
 `OutboxListener` holds the one session that LISTENs for new rows, the advisory lock that
 makes a single relay active at a time (others wait as hot standbys), which keeps publishing in
 position order without any coordination beyond PostgreSQL, and the idle lock that tells the
-appends whether a notification is wanted (`events.db.RELAY_IDLE_LOCK_ID`).
+appends whether a notification is wanted (`events.sql.tables.RELAY_IDLE_LOCK_ID`).
 """
 
 from __future__ import annotations
@@ -15,16 +15,9 @@ import psycopg
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 
-from events.db import (
-    OUTBOX_CHANNEL,
-    RELAY_IDLE_LOCK_ID,
-    autocommit,
-    driver_connection,
-    events_table,
-    libpq_url,
-    outbox_table,
-)
 from events.model import StoredEvent
+from events.sql.engine import autocommit, driver_connection, libpq_url
+from events.sql.tables import OUTBOX_CHANNEL, RELAY_IDLE_LOCK_ID, events_table, outbox_table
 
 RELAY_LOCK_ID = 0x61737365  # "asse": any constant shared by all relays of one database
 
@@ -100,7 +93,7 @@ class SqlOutbox:
 
 class PostgresOutbox(SqlOutbox):
     """The same queries as static SQL on the bare driver connection: the relay runs them for
-    every batch (see `events.db.driver_connection`)."""
+    every batch (see `events.sql.engine.driver_connection`)."""
 
     def unpublished(self, limit: int) -> list[StoredEvent]:
         with driver_connection(self.engine) as conn:

@@ -1,0 +1,162 @@
+"""The composition root: the one place that builds the service's parts from its settings.
+
+The commands (`cli.main`), the API's server (`cli.server`), dev mode (`cli.dev`), the tests'
+support code and the benches all build through here, so each part is wired the same way
+wherever it runs. Which database's ways a part uses is `events.sql.dialect`'s choice; which
+adapters exist is this module's.
+
+A process imports only the parts it runs: the relay's and the worker's modules are imported
+when one is built. Their metrics are made as their modules load, and under the API's
+multiprocess registry each would open a file of its own in an API process that never uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+from sqlalchemy.engine import Engine
+
+from api import create_app
+from api.http import Services
+from events.runtime.settings import Settings
+from events.service import AssessmentService
+from events.sql.catalogue import SqlCatalogue
+from events.sql.dialect import dialect_of
+from events.sql.engine import autocommit, make_engine
+from events.sql.store import SqlEventStore
+
+if TYPE_CHECKING:
+    from events.memory.broker import InProcessRelay
+    from events.rabbitmq.relay import Relay
+    from worker.consumer import Worker
+    from worker.handler import EventHandler
+    from worker.inprocess import InProcessWorker
+
+# --- engines: one per kind of process, each sized and tuned for what it runs ---------------
+
+
+def api_engine(settings: Settings) -> Engine:
+    """Every statement of the API stands alone (reads, and appends of one statement each):
+    autocommit, so none pays for BEGIN and COMMIT round trips."""
+    return make_engine(settings.database_url, autocommit=True)
+
+
+def relay_engine(settings: Settings) -> Engine:
+    """The relay only reads the outbox and deletes confirmed rows: autocommit, and commits that
+    do not wait for the disk (an undone delete only publishes its event again)."""
+    return make_engine(settings.database_url, pool_size=2, autocommit=True, durable_commits=False)
+
+
+def worker_engine(settings: Settings) -> Engine:
+    return make_engine(settings.database_url, pool_size=4)
+
+
+def admin_engine(settings: Settings) -> Engine:
+    """For the operators' commands: a connection or two."""
+    return make_engine(settings.database_url, pool_size=2)
+
+
+# --- the core and its adapters ------------------------------------------------------------
+
+
+def event_store(engine: Engine) -> SqlEventStore:
+    return dialect_of(engine).event_store(engine)
+
+
+def assessment_service(
+    engine: Engine, store: SqlEventStore | None = None, **options: Any
+) -> AssessmentService:
+    """`options` go to the service (a clock, a key generator) for tests and benches."""
+    return AssessmentService(store or event_store(engine), SqlCatalogue(autocommit(engine)), **options)
+
+
+# --- the processes --------------------------------------------------------------------------
+
+
+def api_services(settings: Settings, engine: Engine | None = None) -> Services:
+    engine = engine or api_engine(settings)
+    service = assessment_service(engine)
+    tokens = dialect_of(engine).token_cache(engine)
+    return Services(settings, autocommit(engine), service, service.catalogue, tokens)
+
+
+def api_app(settings: Settings, engine: Engine | None = None) -> Flask:
+    """The app; nothing connects until the first request needs it."""
+    return create_app(api_services(settings, engine))
+
+
+def relay(
+    settings: Settings, engine: Engine | None = None, broker_url: str | None = None, **options: Any
+) -> Relay:
+    """`options` override the settings' tuning (tests poll faster, for one)."""
+    from events.rabbitmq.relay import Relay
+
+    engine = engine or relay_engine(settings)
+    tuning = {
+        "batch_size": settings.relay_batch_size,
+        "linger_seconds": settings.relay_linger_ms / 1000,
+        "batch_interval_seconds": settings.relay_batch_interval_ms / 1000,
+    }
+    return Relay(
+        dialect_of(engine).outbox(engine),
+        broker_url or settings.broker_url,
+        settings.exchange,
+        settings.worker_queue,
+        **{**tuning, **options},
+    )
+
+
+def event_handler(engine: Engine, store: SqlEventStore | None = None) -> EventHandler:
+    """What the worker does with a batch: the projections, then the cascade."""
+    from projections import default_projections
+    from worker.handler import EventHandler
+
+    store = store or event_store(engine)
+    return EventHandler(engine, store, default_projections(), AssessmentService(store))
+
+
+def worker(
+    settings: Settings,
+    engine: Engine | None = None,
+    broker_url: str | None = None,
+    handler: EventHandler | None = None,
+    **options: Any,
+) -> Worker:
+    from worker.consumer import Worker
+
+    handler = handler or event_handler(engine or worker_engine(settings))
+    tuning = {"prefetch": settings.worker_prefetch, "linger_seconds": settings.worker_linger_ms / 1000}
+    return Worker(
+        handler,
+        broker_url or settings.broker_url,
+        settings.exchange,
+        settings.worker_queue,
+        **{**tuning, **options},
+    )
+
+
+@dataclass
+class DevParts:
+    """`assessments dev`: the whole system over one SQLite engine and an in-process broker."""
+
+    engine: Engine
+    app: Flask
+    relay: InProcessRelay
+    worker: InProcessWorker
+
+
+def dev(settings: Settings) -> DevParts:
+    from events.memory.broker import InProcessBroker, InProcessRelay
+    from worker.inprocess import InProcessWorker
+
+    engine = make_engine(settings.database_url)
+    store = event_store(engine)
+    broker = InProcessBroker()
+    relay_ = InProcessRelay(dialect_of(engine).outbox(engine), broker)
+    store.on_append.append(relay_.wake)  # no LISTEN/NOTIFY on SQLite: the store wakes it
+    worker_ = InProcessWorker(event_handler(engine, store), broker)
+    service = assessment_service(engine, store)
+    services = Services(settings, autocommit(engine), service, service.catalogue)
+    return DevParts(engine, create_app(services), relay_, worker_)

@@ -1,0 +1,2 @@
+"""The RabbitMQ adapters (pika): topology and failure handling, the relay that publishes the
+outbox, and the republishing of history."""

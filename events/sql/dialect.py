@@ -1,0 +1,210 @@
+"""The one place that chooses between PostgreSQL's and SQLite's ways of doing a thing.
+
+Production runs on PostgreSQL and uses what it offers for speed and safety: the append as one
+statement on the bare driver connection, a batch's reads and writes in psycopg pipelines under
+advisory locks, one upsert statement per table, LISTEN/NOTIFY. `assessments dev` runs the same
+code on SQLite, one portable statement at a time. Each difference is a method of `Portable`
+(what any SQLAlchemy database does) that `Postgres` overrides, and `dialect_of` is the only
+code that asks which database it talks to.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from psycopg.rows import dict_row
+from sqlalchemy import Column, Table, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from events.sql.engine import driver_errors, libpq_url
+from events.sql.outbox import PostgresOutbox, SqlOutbox
+from events.sql.store import PostgresEventStore, SqlEventStore
+from events.sql.tables import SWAP_LOCK_ID, projection_pending_table
+from events.sql.token_cache import TokenCache
+
+#: Where a batch reads its rows: each table with its stream-id column.
+Sources = Sequence[tuple[Table, Column]]
+
+
+class Portable:
+    """SQLite (`assessments dev`): what any SQLAlchemy database can do, a statement at a time."""
+
+    #: Whether the schema is made by the Alembic migrations (else from the models, at start).
+    migrated = False
+
+    def event_store(self, engine: Engine) -> SqlEventStore:
+        return SqlEventStore(engine)
+
+    def outbox(self, engine: Engine) -> SqlOutbox:
+        return SqlOutbox(engine)
+
+    def token_cache(self, engine: Engine) -> TokenCache | None:
+        """None: without LISTEN nothing can vouch that a remembered token was not revoked."""
+        return None
+
+    def upsert(self, conn: Connection, table: Table, key: str, rows: list[dict]) -> None:
+        """Insert or overwrite rows by their primary key (at most one row per key)."""
+        if rows:
+            conn.execute(_sqlite_upsert(table, key), rows)
+
+    def read_streams(
+        self, conn: Connection, sources: Sequence[Sources], stream_ids: Sequence[uuid.UUID], lock: bool
+    ) -> list[list[list[Mapping[str, Any]]]]:
+        """For each group of sources, each source's rows of these streams. `lock` is ignored:
+        SQLite has one writer at a time anyway."""
+
+        def rows(table: Table, column: Column) -> list[Mapping[str, Any]]:
+            return list(conn.execute(select(table).where(column.in_(stream_ids))).mappings())
+
+        return [[rows(table, column) for table, column in group] for group in sources]
+
+    def write_batch(
+        self, conn: Connection, writes: Mapping[Table, list[dict]], applied: Collection[int], commit: bool
+    ) -> None:
+        """Upsert the rows and mark the `applied` events projected; the caller commits."""
+        for table, rows in writes.items():
+            self.upsert(conn, table, _key(table), rows)
+        if applied:
+            pending = projection_pending_table
+            conn.execute(delete(pending).where(pending.c.position.in_(list(applied))))
+
+
+class Postgres(Portable):
+    """PostgreSQL: fewer round trips, and locks that let several workers and a rebuild work
+    side by side."""
+
+    migrated = True
+
+    def event_store(self, engine: Engine) -> PostgresEventStore:
+        return PostgresEventStore(engine)
+
+    def outbox(self, engine: Engine) -> PostgresOutbox:
+        return PostgresOutbox(engine)
+
+    def token_cache(self, engine: Engine) -> TokenCache:
+        return TokenCache(libpq_url(engine))
+
+    def upsert(self, conn: Connection, table: Table, key: str, rows: list[dict]) -> None:
+        """The rows travel as one JSON document in one statement: a batch of the worker's costs
+        one statement per table, not one per row."""
+        if rows:
+            conn.exec_driver_sql(json_upsert_sql(table, key), {"rows": json_rows(rows)})
+
+    def read_streams(
+        self, conn: Connection, sources: Sequence[Sources], stream_ids: Sequence[uuid.UUID], lock: bool
+    ) -> list[list[list[Mapping[str, Any]]]]:
+        """One round trip: the locks (if `lock`) and every read in one psycopg pipeline. Under
+        load a round trip costs milliseconds of waiting for a CPU, so this matters."""
+        driver = conn.connection.driver_connection
+        with driver_errors(conn.engine, driver), driver.pipeline():
+            if lock:
+                driver.execute(_SWAP_SHARED_SQL, (SWAP_LOCK_ID,))
+                driver.execute(_STREAM_LOCKS_SQL, (sorted(stream_ids),))
+            cursors = [
+                [
+                    driver.cursor(row_factory=dict_row).execute(
+                        rows_of_streams_sql(table, column.name), (stream_ids,)
+                    )
+                    for table, column in group
+                ]
+                for group in sources
+            ]
+        return [[cursor.fetchall() for cursor in group] for group in cursors]
+
+    def write_batch(
+        self, conn: Connection, writes: Mapping[Table, list[dict]], applied: Collection[int], commit: bool
+    ) -> None:
+        """One round trip: the upserts, the pending rows' delete and, if `commit`, the COMMIT
+        (psycopg then sees the session idle, so SQLAlchemy's own commit sends nothing)."""
+        driver = conn.connection.driver_connection
+        with driver_errors(conn.engine, driver), driver.pipeline():
+            for table, rows in writes.items():
+                if rows:
+                    driver.execute(json_upsert_sql(table, _key(table)), {"rows": json_rows(rows)})
+            if applied:
+                driver.execute(_CLEAR_PENDING_SQL, (list(applied),))
+            if commit:
+                driver.execute("COMMIT")
+
+
+PORTABLE = Portable()
+POSTGRES = Postgres()
+
+
+def dialect_of(bind: Engine | Connection) -> Portable:
+    """The ways of the database `bind` talks to: the only place that asks which one it is."""
+    return POSTGRES if bind.dialect.name == "postgresql" else PORTABLE
+
+
+# --- PostgreSQL's statements ----------------------------------------------------------------
+
+#: A batch's locks, in a fixed order (so no deadlock): shared on the swap lock (a rebuild takes
+#: it exclusively to swap its tables in), then one per stream, so two workers applying the
+#: same stream cannot overwrite each other's newer state.
+_SWAP_SHARED_SQL = "SELECT pg_advisory_xact_lock_shared(%s)"
+_STREAM_LOCKS_SQL = (
+    "SELECT pg_advisory_xact_lock(hashtextextended(s::text, 0)) "
+    "FROM unnest(CAST(%s AS uuid[])) AS s ORDER BY s"
+)
+_CLEAR_PENDING_SQL = "DELETE FROM projection_pending WHERE position = ANY(CAST(%s AS bigint[]))"
+
+_quote = postgresql.dialect().identifier_preparer.quote
+
+
+def json_rows(rows: list[dict]) -> str:
+    """Rows as the JSON document `json_upsert_sql` takes."""
+    return json.dumps(rows, default=_json_value)
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a column value")
+
+
+@cache
+def rows_of_streams_sql(table: Table, stream_column: str) -> str:
+    """The table's rows of the streams in the array parameter."""
+    columns = ", ".join(_quote(c.name) for c in table.columns)
+    return f"SELECT {columns} FROM {_quote(table.name)} WHERE {_quote(stream_column)} = ANY(%s)"
+
+
+@cache
+def json_upsert_sql(table: Table, key: str) -> str:
+    """Upsert the rows of the JSON document parameter `rows` by `key`."""
+    columns = ", ".join(_quote(c.name) for c in table.columns)
+    updates = ", ".join(
+        f"{_quote(c.name)} = EXCLUDED.{_quote(c.name)}" for c in table.columns if c.name != key
+    )
+    name = _quote(table.name)
+    return (
+        f"INSERT INTO {name} ({columns}) "
+        f"SELECT {columns} FROM jsonb_populate_recordset(NULL::{name}, CAST(%(rows)s AS jsonb)) "
+        f"ON CONFLICT ({_quote(key)}) DO UPDATE SET {updates}"
+    )
+
+
+# --- SQLite's statements --------------------------------------------------------------------
+
+
+@cache
+def _sqlite_upsert(table: Table, key: str):
+    """Built once per table: a statement with every column in its SET is costly to rebuild
+    (and to compute a cache key for) on every batch."""
+    stmt = sqlite.insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c[key]],
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != key},
+    )
+
+
+def _key(table: Table) -> str:
+    return table.primary_key.columns.values()[0].name

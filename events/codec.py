@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 
 from events.keys import key_hint
-from events.model import EVENT_TYPES, Event
+from events.model import EVENT_TYPES, Event, RecordedEvent, StoredEvent
 
 JsonDict = dict[str, Any]
 Upcaster = Callable[[JsonDict], JsonDict]
@@ -93,6 +93,20 @@ def decode(type_name: str, schema_version: int, data: JsonDict) -> Event:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise UndecodableEvent(f"{type_name} v{schema_version}: {error!r}") from error
+
+
+def recorded(stored: StoredEvent) -> RecordedEvent:
+    """A stored event decoded (and upcast): the one way from a row of the store, of a rebuild's
+    read, or of a received message's envelope, to the event the code works with."""
+    return RecordedEvent(
+        event_id=stored.event_id,
+        stream_id=stored.stream_id,
+        stream_version=stored.stream_version,
+        position=stored.position,
+        recorded_at=stored.recorded_at,
+        event=decode(stored.type_name, stored.schema_version, stored.data),
+        metadata=stored.metadata,
+    )
 
 
 def normalise(type_name: str, schema_version: int, data: JsonDict) -> JsonDict:

@@ -75,19 +75,22 @@ def _dump(doc: dict[str, Any]) -> bytes:
 def decode(body: bytes) -> RecordedEvent:
     try:
         doc = json.loads(body)
-        event = codec.decode(doc["type"], int(doc["schemaversion"]), doc["data"])
-        return RecordedEvent(
-            event_id=uuid.UUID(doc["id"]),
-            stream_id=uuid.UUID(doc["streamid"]),
-            stream_version=int(doc["streamversion"]),
-            position=int(doc["position"]),
-            recorded_at=codec.parse_time(doc["time"]),
-            event=event,
-            metadata={
-                "orgId": doc.get("orgid"),
-                "correlationId": doc.get("correlationid"),
-                "causationId": doc.get("causationid"),
-            },
+        return codec.recorded(
+            StoredEvent(
+                position=int(doc["position"]),
+                event_id=uuid.UUID(doc["id"]),
+                stream_id=uuid.UUID(doc["streamid"]),
+                stream_version=int(doc["streamversion"]),
+                type_name=doc["type"],
+                schema_version=int(doc["schemaversion"]),
+                data=doc["data"],
+                metadata={
+                    "orgId": doc.get("orgid"),
+                    "correlationId": doc.get("correlationid"),
+                    "causationId": doc.get("causationid"),
+                },
+                recorded_at=codec.parse_time(doc["time"]),
+            )
         )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UndecodableMessage(repr(error)) from error

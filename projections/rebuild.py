@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from events import codec
-from events.model import RecordedEvent
+from events.model import RecordedEvent, StoredEvent
 from events.sql.engine import libpq_url
 from events.sql.store import to_recorded
 from events.sql.tables import SWAP_LOCK_ID, events_table
@@ -312,14 +312,10 @@ def _streams(conn, stream_range: tuple[Any, Any]) -> Iterator[tuple[uuid.UUID, l
 
 
 def _recorded(row: tuple) -> RecordedEvent:
+    """A rebuild reads no metadata: no projection uses it."""
     position, event_id, stream_id, version, type_name, schema_version, data, recorded_at = row
-    return RecordedEvent(
-        event_id=event_id,
-        stream_id=stream_id,
-        stream_version=version,
-        position=position,
-        recorded_at=recorded_at,
-        event=codec.decode(type_name, schema_version, data),
+    return codec.recorded(
+        StoredEvent(position, event_id, stream_id, version, type_name, schema_version, data, {}, recorded_at)
     )
 
 

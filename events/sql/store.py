@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from events import codec
-from events.model import Event, Metadata, RecordedEvent, utcnow, uuid7
+from events.model import Event, Metadata, RecordedEvent, StoredEvent, utcnow, uuid7
 from events.ports import ConcurrencyConflict, Reservation, ReservationRecord, ReservationTaken
 from events.sql.engine import autocommit, driver_connection
 from events.sql.tables import (
@@ -273,14 +273,19 @@ class PostgresEventStore(SqlEventStore):
 
 
 def to_recorded(row: Any) -> RecordedEvent:
-    return RecordedEvent(
-        event_id=row.event_id,
-        stream_id=row.stream_id,
-        stream_version=row.stream_version,
-        position=row.position,
-        recorded_at=row.recorded_at,
-        event=codec.decode(row.type, row.schema_version, row.data),
-        metadata=row.metadata,
+    """A row of the events table, decoded."""
+    return codec.recorded(
+        StoredEvent(
+            row.position,
+            row.event_id,
+            row.stream_id,
+            row.stream_version,
+            row.type,
+            row.schema_version,
+            row.data,
+            row.metadata,
+            row.recorded_at,
+        )
     )
 
 

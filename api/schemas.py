@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
+import types
+import typing
+import uuid
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from marshmallow import (
@@ -17,12 +22,11 @@ from marshmallow import (
 
 from api import text
 from events import codec
+from events.model import AssessmentDetails, Rules
 from projections import queries
+from projections.assessments import AssessmentRow
 
-MAX_TIME_LIMIT_MINUTES = 7 * 24 * 60
-MAX_TASK_BRIEF = 50_000
 MAX_KEYS = 50
-MAX_URL = 2048
 #: RFC 5321's limit on a forward path.
 MAX_EMAIL = 254
 #: History versions are compared in Python; the bound only keeps the document honest.
@@ -97,35 +101,84 @@ def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - a fie
 _NO_NUL = Pattern(text.NO_NUL_PATTERN, error=text.NUL_MESSAGE)
 
 
-class CreateAssessmentSchema(CamelSchema):
-    title = Text(255, required=True)
-    role = Text(255, required=True)
+def _rules(name: str) -> Rules:
+    (found,) = [f for f in dataclasses.fields(AssessmentDetails) if f.name == name]
+    return found.metadata["rules"]
+
+
+URL_DESCRIPTION = (
+    "An absolute http(s) URL: a host with a top-level domain, `localhost` or an IP "
+    "address, an optional port, then no space or invisible character. No user or password."
+)
+
+
+def _request_field(field: dataclasses.Field, hint: Any) -> fields.Field:
+    """The input field for one of the domain's fields, from its type and `Rules`."""
+    rules: Rules = field.metadata.get("rules") or Rules()
+    kind, optional = _unwrapped(hint)
+    options: dict[str, Any] = {"allow_none": True} if optional else {}
+    if field.default is dataclasses.MISSING:
+        options["required"] = True
+    else:
+        options["load_default"] = field.default
+    if kind is int:
+        return StrictInteger(validate=validate.Range(rules.minimum, rules.maximum), **options)
+    if kind is uuid.UUID:
+        return fields.UUID(**options)
+    if rules.url:
+        return fields.String(
+            validate=[
+                validate.Length(1, rules.max_length),
+                Pattern(text.http_url_pattern(), error="Not a valid http(s) URL."),
+            ],
+            metadata={"description": URL_DESCRIPTION},
+            **options,
+        )
+    if rules.visible:
+        return Text(rules.max_length, **options)
+    return fields.String(validate=[validate.Length(max=rules.max_length), _NO_NUL], **options)
+
+
+def _response_field(hint: Any) -> fields.Field:
+    """The output field for a field of a read row, from its type."""
+    kind, optional = _unwrapped(hint)
+    options = {"allow_none": True} if optional else {}
+    return _OUTPUT_FIELDS[kind](**options)
+
+
+_OUTPUT_FIELDS = {str: fields.String, int: fields.Integer, uuid.UUID: fields.UUID, datetime: Timestamp}
+
+
+def _unwrapped(hint: Any) -> tuple[type, bool]:
+    """`X | None` as (X, True); `X` as (X, False)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    (kind,) = [option for option in options if option is not type(None)]
+    return kind, type(None) in options
+
+
+def _fields_of(cls: type, make: Callable[..., fields.Field], exclude: frozenset[str] = frozenset()):
+    hints = typing.get_type_hints(cls)
+    return {f.name: make(f, hints[f.name]) for f in dataclasses.fields(cls) if f.name not in exclude}
+
+
+#: Every field of `AssessmentDetails`, as its `Rules` say.
+_AssessmentDetailsSchema = CamelSchema.from_dict(
+    _fields_of(AssessmentDetails, _request_field), name="AssessmentDetailsSchema"
+)
+
+
+class CreateAssessmentSchema(_AssessmentDetailsSchema):
+    """The details, except that `taskBrief` may be left out when `issueId` names a catalogue
+    issue (whose brief the service uses)."""
+
     task_brief = fields.String(
-        validate=[validate.Length(max=MAX_TASK_BRIEF), _NO_NUL],
+        validate=[validate.Length(max=_rules("task_brief").max_length), _NO_NUL],
         allow_none=True,
         metadata={
             "description": "Required, with at least one visible character, unless `issueId` is given; "
             "then the issue's brief is used and this one ignored. No NUL."
         },
     )
-    repo_url = fields.String(
-        validate=[
-            validate.Length(1, MAX_URL),
-            Pattern(text.http_url_pattern(), error="Not a valid http(s) URL."),
-        ],
-        allow_none=True,
-        load_default=None,
-        metadata={
-            "description": "An absolute http(s) URL: a host with a top-level domain, `localhost` or an IP "
-            "address, an optional port, then no space or invisible character. No user or password."
-        },
-    )
-    time_limit_minutes = StrictInteger(
-        validate=validate.Range(1, MAX_TIME_LIMIT_MINUTES), allow_none=True, load_default=None
-    )
-    expires_in_days = StrictInteger(validate=validate.Range(1, 365), load_default=7)
-    issue_id = Text(255, allow_none=True, load_default=None)
-    rubric_id = fields.UUID(allow_none=True, load_default=None)
 
     @validates_schema
     def _brief_or_issue(self, data: dict[str, Any], **_kwargs: Any) -> None:
@@ -159,19 +212,12 @@ class IssueSchema(CamelSchema):
     labels = fields.List(fields.String())
 
 
-class AssessmentSchema(CamelSchema):
-    id = fields.UUID()
-    org_id = fields.String()
-    title = fields.String()
-    role = fields.String()
-    task_brief = fields.String()
-    repo_url = fields.String(allow_none=True)
-    time_limit_minutes = fields.Integer(allow_none=True)
-    expires_in_days = fields.Integer()
-    issue_id = fields.String(allow_none=True)
-    rubric_id = fields.UUID(allow_none=True)
-    created_at = Timestamp()
-    updated_at = Timestamp()
+#: An assessment as the API shows it: every field of its read row but `deleted_at` (a deleted
+#: assessment is never shown).
+AssessmentSchema = CamelSchema.from_dict(
+    _fields_of(AssessmentRow, lambda _f, hint: _response_field(hint), frozenset({"deleted_at"})),
+    name="AssessmentSchema",
+)
 
 
 class AssessmentWithIssueSchema(AssessmentSchema):

@@ -69,7 +69,10 @@ def generate(conn: psycopg.Connection, assessments: int, rng: random.Random) -> 
     for _ in range(assessments):
         stream_id = uuid7()
         streams.append([stream_id, 1, []])
-        add(stream_id, 1, AssessmentCreated(stream_id, org, "t", "r", "b", None, None, 7, None, None, now))
+        created = AssessmentCreated(
+            assessment_id=stream_id, org_id=org, title="t", role="r", task_brief="b", created_at=now
+        )
+        add(stream_id, 1, created)
     for stream in streams:
         for _ in range(KEYS_PER_ASSESSMENT):
             stream[1] += 1

@@ -18,9 +18,11 @@ from events.keys import key_hint
 from events.model import (
     AssessmentCreated,
     AssessmentDeleted,
+    AssessmentDetails,
     CandidateKeyIssued,
     CandidateKeyRevoked,
     Event,
+    details_of,
 )
 
 REVOKED_BY_REVIEWER = "revoked"
@@ -45,20 +47,6 @@ class AssessmentAlreadyDeleted(AssessmentNotFound):
 
 class KeyNotFound(DomainError):
     pass
-
-
-@dataclass(frozen=True)
-class AssessmentDetails:
-    """What a reviewer writes when creating an assessment, already validated by the caller."""
-
-    title: str
-    role: str
-    task_brief: str
-    repo_url: str | None = None
-    time_limit_minutes: int | None = None
-    expires_in_days: int = 7
-    issue_id: str | None = None
-    rubric_id: uuid.UUID | None = None
 
 
 PENDING, ACTIVE, COMPLETED, EXPIRED = "pending", "active", "completed", "expired"
@@ -189,21 +177,7 @@ def _(event: CandidateKeyRevoked, state: Assessment) -> Assessment:
 def create(state: Assessment, org_id: str, details: AssessmentDetails, now: datetime) -> list[Event]:
     if state.created is not None:
         raise AssessmentAlreadyExists(str(state.id))
-    return [
-        AssessmentCreated(
-            assessment_id=state.id,
-            org_id=org_id,
-            title=details.title,
-            role=details.role,
-            task_brief=details.task_brief,
-            repo_url=details.repo_url,
-            time_limit_minutes=details.time_limit_minutes,
-            expires_in_days=details.expires_in_days,
-            issue_id=details.issue_id,
-            rubric_id=details.rubric_id,
-            created_at=now,
-        )
-    ]
+    return [AssessmentCreated(assessment_id=state.id, org_id=org_id, **details_of(details), created_at=now)]
 
 
 def delete(state: Assessment, now: datetime) -> list[Event]:

@@ -62,6 +62,17 @@ def _field_types(cls: type[Event]) -> tuple[tuple[str, str, Any], ...]:
     return tuple((f.name, camel(f.name), hints[f.name]) for f in dataclasses.fields(cls))
 
 
+@cache
+def _defaults(cls: type[Event]) -> dict[str, Any]:
+    """The payload values of the fields an older event may lack (those with a default): an
+    optional field added later needs no new schema version (see `events.model`)."""
+    return {
+        camel(f.name): _encode_value(f.default)
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING
+    }
+
+
 def _decoder(kind: Any) -> Callable[[Any], Any]:
     """How to turn a JSON value into the field's type (None stays None)."""
     options = typing.get_args(kind) or (kind,)
@@ -87,7 +98,7 @@ def decode(type_name: str, schema_version: int, data: JsonDict) -> Event:
     if cls is None:
         raise UnknownEventType(type_name)
     try:
-        data = upcast(type_name, schema_version, data)
+        data = {**_defaults(cls), **upcast(type_name, schema_version, data)}
         return cls(**{name: decode_value(data[key]) for name, key, decode_value in _decoders(cls)})
     except UndecodableEvent:
         raise
@@ -117,7 +128,7 @@ def normalise(type_name: str, schema_version: int, data: JsonDict) -> JsonDict:
     if cls is None:
         raise UnknownEventType(type_name)
     try:
-        data = upcast(type_name, schema_version, data)
+        data = {**_defaults(cls), **upcast(type_name, schema_version, data)}
         return {key: data[key] for _, key, _ in _field_types(cls)}
     except KeyError as error:
         raise UndecodableEvent(f"{type_name} v{schema_version}: no {error}") from error

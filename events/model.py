@@ -1,8 +1,15 @@
 """Domain events: the facts the service records, as frozen dataclasses with data only.
 
-Every event of an assessment lives in that assessment's stream. Adding a field to an event
-means a new schema version and an upcaster in `codec.py`; renaming or removing one breaks the
-downstream consumers documented in the README, so think twice.
+Every event of an assessment lives in that assessment's stream. Adding an optional field (one
+with a default) to an event is backward compatible: stored events without it are read with the
+default. Renaming or removing one, or changing its meaning, needs a new schema version and an
+upcaster in `codec.py`, and breaks the downstream consumers documented in docs/events.md:
+think twice.
+
+`AssessmentDetails` is the one definition of an assessment's own fields. `AssessmentCreated`
+takes them from it, and so do the read model's row and table and the API's schemas; a guard
+test (tests/unit/test_fields.py) fails when one of them does not. Adding an assessment field is
+a change to this file, a migration, and the published contract's two documents.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -45,6 +52,49 @@ def uuid7() -> uuid.UUID:
 
 
 @dataclass(frozen=True)
+class Rules:
+    """What a field may hold, for whoever checks input (the API builds its schema from these).
+    Text is free of NUL; `visible` text must show at least one character."""
+
+    max_length: int | None = None
+    visible: bool = False
+    minimum: int | None = None
+    maximum: int | None = None
+    url: bool = False
+
+
+def rules(**kwargs: Any) -> dict[str, Rules]:
+    """A field's metadata holding its `Rules`."""
+    return {"rules": Rules(**kwargs)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssessmentDetails:
+    """What a reviewer writes when creating an assessment: the one definition of these fields
+    (see the module's docstring). The service receives them validated."""
+
+    title: str = field(metadata=rules(max_length=255, visible=True))
+    role: str = field(metadata=rules(max_length=255, visible=True))
+    task_brief: str = field(metadata=rules(max_length=50_000))
+    repo_url: str | None = field(default=None, metadata=rules(max_length=2048, url=True))
+    time_limit_minutes: int | None = field(default=None, metadata=rules(minimum=1, maximum=7 * 24 * 60))
+    expires_in_days: int = field(default=7, metadata=rules(minimum=1, maximum=365))
+    issue_id: str | None = field(default=None, metadata=rules(max_length=255, visible=True))
+    rubric_id: uuid.UUID | None = None
+
+
+def details_of(assessment: Any) -> dict[str, Any]:
+    """The `AssessmentDetails` fields of anything that has them (an event, a row), by name."""
+    return {f.name: getattr(assessment, f.name) for f in fields(AssessmentDetails)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _OfAnAssessment:
+    assessment_id: uuid.UUID
+    org_id: str
+
+
+@dataclass(frozen=True)
 class Event:
     """Base of all domain events. `type_name` is the stable name stored and published."""
 
@@ -53,21 +103,14 @@ class Event:
     routing_key: ClassVar[str] = ""
 
 
-@dataclass(frozen=True)
-class AssessmentCreated(Event):
+@dataclass(frozen=True, kw_only=True)
+class AssessmentCreated(Event, AssessmentDetails, _OfAnAssessment):
+    """The assessment's id and organisation, its details, and when: in that order (the field
+    order of the bases, reversed), which is the order of its published `data`."""
+
     type_name: ClassVar[str] = "AssessmentCreated"
     routing_key: ClassVar[str] = "assessment.created"
 
-    assessment_id: uuid.UUID
-    org_id: str
-    title: str
-    role: str
-    task_brief: str
-    repo_url: str | None
-    time_limit_minutes: int | None
-    expires_in_days: int
-    issue_id: str | None
-    rubric_id: uuid.UUID | None
     created_at: datetime
 
 

@@ -11,41 +11,43 @@ from typing import Any
 
 from sqlalchemy import MetaData, Table
 
-from events.model import AssessmentCreated, AssessmentDeleted, Event, RecordedEvent
+from events.model import (
+    AssessmentCreated,
+    AssessmentDeleted,
+    AssessmentDetails,
+    Event,
+    RecordedEvent,
+    details_of,
+)
 from projections.projector import Tracked, Versions
 from projections.tables import ASSESSMENTS_VIEW, assessments_view
 
 
-@dataclass(frozen=True)
-class AssessmentRow:
+@dataclass(frozen=True, kw_only=True)
+class _RowIdentity:
     id: uuid.UUID
     org_id: str
-    title: str
-    role: str
-    task_brief: str
-    repo_url: str | None
-    time_limit_minutes: int | None
-    expires_in_days: int
-    issue_id: str | None
-    rubric_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _RowTimes:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class AssessmentRow(_RowTimes, AssessmentDetails, _RowIdentity):
+    """One row of the view: the id and organisation, the assessment's own fields (from their
+    one definition, `AssessmentDetails`), and its times, in that order."""
+
+
 def row_from_created(event: AssessmentCreated) -> AssessmentRow:
-    """The view of a just-created assessment; the API answers a create with it too."""
+    """The view of a just-created assessment."""
     return AssessmentRow(
         id=event.assessment_id,
         org_id=event.org_id,
-        title=event.title,
-        role=event.role,
-        task_brief=event.task_brief,
-        repo_url=event.repo_url,
-        time_limit_minutes=event.time_limit_minutes,
-        expires_in_days=event.expires_in_days,
-        issue_id=event.issue_id,
-        rubric_id=event.rubric_id,
+        **details_of(event),
         created_at=event.created_at,
         updated_at=event.created_at,
     )

@@ -13,7 +13,8 @@ from sqlalchemy import (
     text,
 )
 
-from events.sql.types import Timestamp
+from events.model import AssessmentDetails
+from events.sql.types import Timestamp, columns_of
 
 metadata = MetaData()
 
@@ -26,14 +27,7 @@ def assessments_view(name: str = "assessments_view", meta: MetaData = metadata) 
         meta,
         Column("id", Uuid, primary_key=True),
         Column("org_id", Text, nullable=False),
-        Column("title", Text, nullable=False),
-        Column("role", Text, nullable=False),
-        Column("task_brief", Text, nullable=False),
-        Column("repo_url", Text),
-        Column("time_limit_minutes", Integer),
-        Column("expires_in_days", Integer, nullable=False),
-        Column("issue_id", Text),
-        Column("rubric_id", Uuid),
+        *columns_of(AssessmentDetails),
         Column("created_at", Timestamp, nullable=False),
         Column("updated_at", Timestamp, nullable=False),
         Column("deleted_at", Timestamp),

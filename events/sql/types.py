@@ -3,9 +3,13 @@ Each difference is a variant of the type, chosen by SQLAlchemy per dialect."""
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, Text, TypeDecorator, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 
 #: JSONB on PostgreSQL, JSON text on SQLite.
@@ -30,3 +34,20 @@ class _UtcWallTime(TypeDecorator):
 
 #: Always an aware UTC datetime in Python: `timestamptz` on PostgreSQL, UTC wall time on SQLite.
 Timestamp = DateTime(timezone=True).with_variant(_UtcWallTime(), "sqlite")
+
+
+#: The column type of each Python type a dataclass field may have.
+COLUMN_TYPES = {str: Text, int: Integer, uuid.UUID: Uuid, datetime: Timestamp}
+
+
+def columns_of(cls: type) -> list[Column]:
+    """A column for each field of a dataclass, named like it, `NULL` allowed where the field's
+    type allows `None`: a table that follows the dataclass instead of repeating it."""
+    hints = typing.get_type_hints(cls)
+    return [_column(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def _column(name: str, hint: typing.Any) -> Column:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    (kind,) = [option for option in options if option is not type(None)]
+    return Column(name, COLUMN_TYPES[kind], nullable=type(None) in options)

@@ -212,7 +212,13 @@ def write_old_data(database_url: str) -> OldData:
 
 def _created(stream_id: uuid.UUID, org_id: str, now) -> AssessmentCreated:
     return AssessmentCreated(
-        stream_id, org_id, "From 2026", "Backend", "Old brief", None, None, 30, None, None, now
+        assessment_id=stream_id,
+        org_id=org_id,
+        title="From 2026",
+        role="Backend",
+        task_brief="Old brief",
+        expires_in_days=30,
+        created_at=now,
     )
 
 

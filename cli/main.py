@@ -1,7 +1,8 @@
 """`assessments`: the one command line for operators and developers.
 
-The composition root: the only module that imports all four packages and wires real adapters
-(PostgreSQL, RabbitMQ) from the environment's settings.
+Each command parses its options, asks the composition root (`cli.bootstrap`) for the parts it
+needs and runs them. A rebuild's progress output is `cli.progress`; `run`'s process supervisor
+is `cli.supervisor`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -21,6 +20,8 @@ from pika.exceptions import ChannelClosedByBroker
 from sqlalchemy.exc import OperationalError
 
 from cli import bootstrap
+from cli.progress import Progress
+from cli.supervisor import run_service
 from events.rabbitmq.broker import BrokerMisconfigured
 from events.rabbitmq.republish import republish, select_events
 from events.runtime import logs, metrics
@@ -185,29 +186,6 @@ def issues_import(settings: Settings, file: Path) -> None:
 
 
 # --- replay -------------------------------------------------------------------------------
-
-
-class Progress:
-    """Events done / total, rate and ETA: redrawn in place on a terminal, logged otherwise."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.started = time.monotonic()
-        self.last_shown = 0.0
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self.last_shown < (0.5 if self.tty else 5.0) and done < total:
-            return
-        self.last_shown = now
-        rate = done / max(now - self.started, 1e-9)
-        eta = (total - done) / rate if rate else 0.0
-        line = f"{self.label}: {done:,}/{total:,} events, {rate:,.0f}/s, ETA {eta:,.0f}s"
-        if self.tty:
-            click.echo(f"\r{line}\033[K", nl=done >= total, err=True)
-        else:
-            log.info(line)
 
 
 @main.group()
@@ -378,32 +356,4 @@ def run(bind: str | None, metrics_port: int | None) -> None:
     """api + relay + worker in the foreground, for a developer. Ctrl-C stops all three.
     Readable logs unless ASSESSMENTS_LOG_FORMAT says otherwise; with --metrics-port P the relay
     serves its metrics on P and the worker on P+1."""
-    api_args = ["api"] + (["--bind", bind] if bind else [])
-    relay_args, worker_args = ["relay"], ["worker"]
-    if metrics_port:
-        relay_args += ["--metrics-port", str(metrics_port)]
-        worker_args += ["--metrics-port", str(metrics_port + 1)]
-    env = {**os.environ, "ASSESSMENTS_LOG_FORMAT": os.environ.get("ASSESSMENTS_LOG_FORMAT") or "text"}
-    env.pop("ASSESSMENTS_METRICS_PORT", None)
-    children = [
-        subprocess.Popen([sys.executable, "-m", "cli", *args], env=env)
-        for args in (api_args, relay_args, worker_args)
-    ]
-
-    def stop(*_):
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while all(child.poll() is None for child in children):
-        time.sleep(0.2)
-    stop()
-    deadline = time.monotonic() + 30
-    for child in children:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-    sys.exit(max(abs(child.returncode or 0) for child in children))
+    sys.exit(run_service(bind, metrics_port))

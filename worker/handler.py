@@ -1,7 +1,8 @@
 """What the worker does with a batch of events, independent of how they arrived.
 
 One database transaction applies the whole batch to every projection and clears the events'
-pending rows; only after it committed does the cascade run and the consumer acknowledge.
+pending rows; only after it committed does the cascade (`worker.cascade`) run and the consumer
+acknowledge.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from events.model import AssessmentDeleted, Metadata, RecordedEvent
+from events.model import RecordedEvent
 from events.ports import EventStore
 from events.service import AssessmentService
 from events.sql.tables import projection_pending_table as pending
 from projections.projector import BatchResult, Projection, apply_batch
 from worker import metrics
+from worker.cascade import Cascade
 
 log = logging.getLogger(__name__)
-
-CASCADE_ACTOR = "worker:cascade"
 
 
 @dataclass
@@ -47,6 +47,7 @@ class EventHandler:
         self.store = store
         self.projections = projections
         self.service = service or AssessmentService(store)
+        self._cascade = Cascade(self.service)
         self.totals = Totals()
 
     def handle(self, events: Sequence[RecordedEvent]) -> None:
@@ -62,31 +63,21 @@ class EventHandler:
         self.cascade(events)
 
     def cascade(self, events: Sequence[RecordedEvent]) -> None:
-        """Revoke the keys of deleted assessments by appending events. Runs again on every
-        redelivery of the deletion (and is then a no-op), so a worker killed half-way finishes
-        on restart."""
-        for recorded in events:
-            if isinstance(recorded.event, AssessmentDeleted):
-                metadata = Metadata(
-                    org_id=recorded.event.org_id,
-                    actor=CASCADE_ACTOR,
-                    correlation_id=recorded.metadata.get("correlationId"),
-                    causation_id=str(recorded.event_id),
+        """The batch's cascade, counted and logged."""
+        for done in self._cascade(events):
+            self.totals.cascaded += len(done.revoked)
+            if done.revoked:
+                log.info(
+                    "cascade revoked %d key(s) of deleted assessment %s; correlation %s",
+                    len(done.revoked),
+                    done.deletion.stream_id,
+                    done.metadata.correlation_id,
+                    extra={
+                        "stream_id": str(done.deletion.stream_id),
+                        "causation_id": done.metadata.causation_id,
+                        "correlation_id": done.metadata.correlation_id,
+                    },
                 )
-                revoked = self.service.cascade_deletion(recorded.stream_id, metadata)
-                self.totals.cascaded += len(revoked)
-                if revoked:
-                    log.info(
-                        "cascade revoked %d key(s) of deleted assessment %s; correlation %s",
-                        len(revoked),
-                        recorded.stream_id,
-                        metadata.correlation_id,
-                        extra={
-                            "stream_id": str(recorded.stream_id),
-                            "causation_id": metadata.causation_id,
-                            "correlation_id": metadata.correlation_id,
-                        },
-                    )
 
     def sweep(self, older_than_seconds: float = 5.0, limit: int = 100) -> int:
         """Project streams whose events have waited too long: their message was lost (for

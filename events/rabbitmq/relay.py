@@ -9,13 +9,15 @@ this trades a few milliseconds of latency for much less CPU on a busy machine. R
 each batch from the head of the outbox keeps per-stream order and never skips a transaction
 that committed late; a crash between confirm and delete only causes a duplicate, which every
 consumer tolerates (delivery is at-least-once).
+
+The bookkeeping of the batches (what awaits a confirm, what to remove, when to read next) is
+`events.rabbitmq.batching`; this module drives it from pika's callbacks and the outbox.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -27,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from events import messages
 from events.model import StoredEvent
 from events.rabbitmq import broker, metrics
+from events.rabbitmq.batching import Batching
 from events.rabbitmq.broker import connection_parameters, ensure_topology
 from events.rabbitmq.connection import CoalescingConnection, message_properties
 from events.runtime.reconnect import keep_running
@@ -54,19 +57,13 @@ class Relay:
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.linger_seconds = linger_seconds
-        self.batch_interval_seconds = batch_interval_seconds
-        self._lingering = False
+        self._batching = Batching(batch_size, batch_interval_seconds)
         self._idle = False
         self.published = 0
         self._stop = threading.Event()
         self._connection: CoalescingConnection | None = None
         self._channel = None
         self._listener: OutboxListener | None = None
-        self._unconfirmed: dict[int, tuple[StoredEvent, float]] = {}  # delivery tag -> (event, sent at)
-        self._acked: list[StoredEvent] = []  # confirmed, still in the outbox
-        self._batch_length = 0
-        self._read_at = 0.0  # time.monotonic() of the last read of the outbox
-        self._next_tag = 0
         self._failure: Exception | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -124,9 +121,7 @@ class Relay:
         self._listener = None
         self._connection = None
         self._channel = None
-        self._unconfirmed.clear()
-        self._acked.clear()
-        self._lingering = False
+        self._batching.reset()
         self._idle = False
 
     def _close(self) -> None:
@@ -150,7 +145,7 @@ class Relay:
 
     def _on_channel_open(self, channel) -> None:
         self._channel = channel
-        self._next_tag = 0
+        self._batching.reset()  # a new channel numbers its messages from 1 again
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_returned)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
@@ -214,12 +209,11 @@ class Relay:
 
     def _linger(self, seconds: float) -> None:
         """Let a few more appends commit before reading: one batch of confirms for many events."""
-        if not self._lingering:
-            self._lingering = True
+        if self._batching.start_linger():
             self._connection.ioloop.call_later(seconds, self._publish_after_linger)
 
     def _publish_after_linger(self) -> None:
-        self._lingering = False
+        self._batching.end_linger()
         self._publish_batch()
 
     def _poll(self) -> None:
@@ -240,11 +234,10 @@ class Relay:
     def _publish_batch(self) -> None:
         """Remove what the broker confirmed from the outbox and publish the next batch; while
         the relay is busy, one round trip does both."""
-        if self._unconfirmed or self._lingering:
+        if self._batching.waiting:
             return  # the batch in flight, or the linger, ends by coming back here
-        published, self._acked = self._acked, []
+        published = self._batching.start_read()
         channel_open = self._channel is not None and self._channel.is_open
-        self._read_at = time.monotonic()
         try:
             positions = [recorded.position for recorded in published]
             batch = self.outbox.advance(positions, self.batch_size if channel_open else 0)
@@ -269,11 +262,10 @@ class Relay:
         self._send(batch)
 
     def _send(self, batch: Sequence[StoredEvent]) -> None:
-        self._batch_length = len(batch)
+        self._batching.start_batch(len(batch))
         with self._connection.coalesced():
             for stored in batch:
-                self._next_tag += 1
-                self._unconfirmed[self._next_tag] = (stored, time.perf_counter())
+                self._batching.sent(stored)
                 self._channel.basic_publish(
                     exchange=self.exchange,
                     routing_key=messages.routing_key(stored.type_name),
@@ -284,21 +276,10 @@ class Relay:
 
     def _on_confirm(self, frame) -> None:
         method = frame.method
-        tags = (
-            [tag for tag in self._unconfirmed if tag <= method.delivery_tag]
-            if method.multiple
-            else [method.delivery_tag]
-        )
-        now = time.perf_counter()
-        for tag in tags:
-            in_flight = self._unconfirmed.pop(tag, None)
-            if in_flight is None:
-                continue
-            recorded, sent_at = in_flight
-            metrics.relay_confirm_seconds.observe(now - sent_at)
-            if isinstance(method, Basic.Ack):
-                self._acked.append(recorded)
-            else:
+        ack = isinstance(method, Basic.Ack)
+        for recorded, seconds in self._batching.confirm(method.delivery_tag, method.multiple, ack):
+            metrics.relay_confirm_seconds.observe(seconds)
+            if not ack:
                 log.warning(
                     "broker nacked event %s (outbox position %s); it stays for a retry; correlation %s",
                     recorded.event_id,
@@ -306,16 +287,14 @@ class Relay:
                     recorded.metadata.get("correlationId"),
                     extra=_about(recorded),
                 )
-        if self._unconfirmed:
-            return
-        self._finish_batch()
+        if self._batching.batch_settled:
+            self._finish_batch()
 
     def _finish_batch(self) -> None:
-        """After a full batch there is a backlog: read on at once. Otherwise read again only
-        a batch interval after the last read: under a steady load each read, each burst of
-        publishes and each burst of confirms then serves several events instead of one."""
-        wait = self._read_at + self.batch_interval_seconds - time.monotonic()
-        if self._batch_length >= self.batch_size or wait <= 0:
+        """Read on at once after a full batch, else a batch interval after the last read
+        (`Batching.wait_before_next_read`)."""
+        wait = self._batching.wait_before_next_read()
+        if wait <= 0:
             self._publish_batch()
         else:
             self._linger(wait)

@@ -1,6 +1,6 @@
-"""A short chaos run (bench/chaos.py) as part of the suite: the service under a mixed load while
-workers and relays are killed, the broker and the database are cut, closed and blackholed, then
-every guarantee checked. The script prints its table; here it must exit 0."""
+"""A short chaos run (`python -m bench.chaos`) as part of the suite: the service under a mixed
+load while workers and relays are killed, the broker and the database are cut, closed and
+blackholed, then every guarantee checked. The run prints its table; here it must exit 0."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def run_chaos(postgres: str, broker_url: str) -> tuple[int, str]:
     (processes, database, vhost, nftables tables) like Ctrl-C does."""
     command = [
         sys.executable,
-        str(ROOT / "bench" / "chaos.py"),
+        "-m",
+        "bench.chaos",
         "--duration",
         str(CHAOS_SECONDS),
         "--seed",
@@ -71,5 +72,5 @@ def run_chaos(postgres: str, broker_url: str) -> tuple[int, str]:
 def test_a_short_chaos_run_violates_no_guarantee(postgres: str, broker_url: str) -> None:
     require_tools()
     returncode, output = run_chaos(postgres, broker_url)
-    assert returncode == 0, f"bench/chaos.py exited {returncode}:\n{output}"
+    assert returncode == 0, f"bench.chaos exited {returncode}:\n{output}"
     assert "all checks passed" in output, output

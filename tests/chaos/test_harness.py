@@ -10,7 +10,9 @@ import uuid
 import pytest
 
 from bench import chaos
-from bench.chaos import Evidence, FaultWindow, RequestRecord, StoredRow, Write
+from bench.chaos import checks, faults, processes
+from bench.chaos.evidence import Evidence, StoredRow
+from bench.chaos.records import FaultWindow, RequestRecord, Write
 
 
 def ids(n: int) -> list[str]:
@@ -44,13 +46,13 @@ def test_an_acknowledged_write_missing_from_the_store_is_lost():
         answered(201, wrote=Write("create", lost)),
         answered(200, wrote=Write("revoke", kept, (key,))),
     ]
-    assert chaos.lost_writes(evidence(requests=requests, store=store)).count == 2
+    assert checks.lost_writes(evidence(requests=requests, store=store)).count == 2
 
 
 def test_events_without_their_message_in_the_audit_queue_were_never_published():
     store = [event("AssessmentCreated", stream) for stream in ids(3)]
     found = evidence(store=store, published=[store[0].event_id, store[0].event_id, store[2].event_id])
-    assert chaos.never_published(found).count == 1
+    assert checks.never_published(found).count == 1
 
 
 def test_a_fact_recorded_twice_counts_once_per_extra_event():
@@ -62,7 +64,7 @@ def test_a_fact_recorded_twice_counts_once_per_extra_event():
         event("CandidateKeyRevoked", stream, key),
         event("CandidateKeyRevoked", stream, key),  # the cascade's, after a reviewer's
     ]
-    assert chaos.applied_twice(evidence(store=store)).count == 1
+    assert checks.applied_twice(evidence(store=store)).count == 1
 
 
 def test_an_idempotency_key_whose_retries_created_twice_is_applied_twice():
@@ -72,8 +74,8 @@ def test_an_idempotency_key_whose_retries_created_twice_is_applied_twice():
         for s, rid in zip(ids(2), (first, retry), strict=True)
     ]
     found = evidence(store=store, idempotency={"key-1": [first, retry]})
-    assert chaos.applied_twice(found).count == 1
-    assert chaos.applied_twice(evidence(store=store[:1], idempotency={"key-1": [first, retry]})).count == 0
+    assert checks.applied_twice(found).count == 1
+    assert checks.applied_twice(evidence(store=store[:1], idempotency={"key-1": [first, retry]})).count == 0
 
 
 def test_every_key_of_a_deleted_assessment_must_be_revoked_exactly_once():
@@ -85,7 +87,7 @@ def test_every_key_of_a_deleted_assessment_must_be_revoked_exactly_once():
         event("AssessmentDeleted", stream),
         event("CandidateKeyRevoked", stream, revoked),
     ]
-    check = chaos.deleted_keys_not_revoked_once(evidence(store=store))
+    check = checks.deleted_keys_not_revoked_once(evidence(store=store))
     assert check.count == 1
     assert forgotten in check.examples[0]
 
@@ -95,17 +97,17 @@ def test_a_5xx_counts_outside_the_fault_window_only_past_its_grace():
     in_grace = answered(503, started=12.0 + chaos.FAULT_GRACE_SECONDS - 0.5)
     past_grace = answered(503, started=12.0 + chaos.FAULT_GRACE_SECONDS + 0.5)
     found = evidence(requests=[in_grace, past_grace, answered(500, started=11.0)], windows=[window])
-    assert chaos.errors_outside_windows(found).count == 1
-    assert chaos.internal_errors(found).count == 1
+    assert checks.errors_outside_windows(found).count == 1
+    assert checks.internal_errors(found).count == 1
 
 
 def test_a_request_is_blamed_on_the_fault_going_on_rather_than_one_in_its_grace():
     earlier = FaultWindow("broker refused", started=1.0, ended=3.0)
     later = FaultWindow("database refused", started=4.0, ended=6.0)
     found = evidence(windows=[earlier, later])
-    assert chaos.in_window(found, 3.99, 4.05) is later
-    assert chaos.in_window(found, 3.5, 3.6) is earlier
-    assert chaos.in_window(found, 9.0, 9.1) is None
+    assert checks.in_window(found, 3.99, 4.05) is later
+    assert checks.in_window(found, 3.5, 3.6) is earlier
+    assert checks.in_window(found, 9.0, 9.1) is None
 
 
 def test_slow_unanswered_and_503_without_retry_after_are_counted():
@@ -113,21 +115,21 @@ def test_slow_unanswered_and_503_without_retry_after_are_counted():
     unanswered = RequestRecord(1.0, 30.0, "GET", "/v1/assessments", None, "rid", error="ReadTimeout")
     bare_503 = answered(503)
     found = evidence(requests=[slow, unanswered, bare_503, answered(201)])
-    assert chaos.slow_requests(found).count == 2
-    assert chaos.unanswered(found).count == 1
-    assert chaos.unavailable_without_retry_after(found).count == 1
+    assert checks.slow_requests(found).count == 2
+    assert checks.unanswered(found).count == 1
+    assert checks.unavailable_without_retry_after(found).count == 1
 
 
-@pytest.mark.parametrize("duration", [chaos.least_duration(), 40.0, 600.0])
+@pytest.mark.parametrize("duration", [faults.least_duration(), 40.0, 600.0])
 def test_the_plan_has_every_fault_one_at_a_time_within_the_load(duration):
-    plan = chaos.plan_faults(duration, random.Random(7))
-    assert {planned.fault for planned in plan} == set(chaos.FAULTS)
+    plan = faults.plan_faults(duration, random.Random(7))
+    assert {planned.fault for planned in plan} == set(faults.FAULTS)
     for planned, following in itertools.pairwise(plan):
         assert planned.at + planned.fault.hold + chaos.RECOVERY_SECONDS <= following.at + 1e-9
     assert plan[0].at >= chaos.WARM_UP_SECONDS
     last = plan[-1]
     assert last.at + last.fault.hold + chaos.RECOVERY_SECONDS <= duration - chaos.COOL_DOWN_SECONDS + 1e-9
-    assert plan == chaos.plan_faults(duration, random.Random(7))
+    assert plan == faults.plan_faults(duration, random.Random(7))
 
 
 def test_a_process_is_said_to_die_of_the_last_exception_it_printed():
@@ -139,7 +141,7 @@ def test_a_process_is_said_to_die_of_the_last_exception_it_printed():
         '  File "/x/.venv/lib/python3.11/site-packages/pika/adapters/blocking_connection.py", line 551\n'
         "pika.exceptions.ConnectionClosedByBroker: (320, 'CONNECTION_FORCED - chaos')\n"
     )
-    assert chaos.last_error(log) == (
+    assert processes.last_error(log) == (
         "pika.exceptions.ConnectionClosedByBroker: (320, 'CONNECTION_FORCED - chaos') "
         "(at worker/consumer.py:156 in _process)"
     )

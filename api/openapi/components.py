@@ -42,10 +42,11 @@ from api.schemas import (
     IssueSchema,
     Timestamp,
 )
+from events import keys
 
 #: What the wire format promises for every timestamp (api.md): UTC, `Z`, milliseconds.
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
-KEY_PATTERN = r"^PST-[ABCDEFGHJKMNPQRSTUVWXYZ23456789]{4}-[ABCDEFGHJKMNPQRSTUVWXYZ23456789]{4}$"
+KEY_PATTERN = keys.KEY_PATTERN.pattern
 JSON = "application/json"
 
 

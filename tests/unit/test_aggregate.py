@@ -14,6 +14,7 @@ from events.aggregate import (
     AssessmentAlreadyExists,
     AssessmentDetails,
     AssessmentNotFound,
+    DomainError,
     KeyNotFound,
     NewKey,
 )
@@ -245,6 +246,25 @@ def test_revoke_key_refuses_a_deleted_assessment():
     state = aggregate.rebuild(first.assessment_id, [first, key, deleted(first)])
     with pytest.raises(AssessmentAlreadyDeleted):
         aggregate.revoke_key(state, key.key_id, LATER)
+
+
+def test_a_refusal_names_the_assessment_or_the_key_it_refused():
+    """What a log line shows of a refused command (the API answers without it)."""
+    first = created()
+    missing = aggregate.rebuild(uuid.uuid4(), [])
+    gone = aggregate.rebuild(first.assessment_id, [first, deleted(first)])
+    _, alive = live()
+    unknown_key = uuid.uuid4()
+    refusals = [
+        (lambda: aggregate.create(gone, first.org_id, details(), NOW), first.assessment_id),
+        (lambda: aggregate.delete(missing, NOW), missing.id),
+        (lambda: aggregate.delete(gone, NOW), first.assessment_id),
+        (lambda: aggregate.revoke_key(alive, unknown_key, NOW), unknown_key),
+    ]
+    for refuse, refused_id in refusals:
+        with pytest.raises(DomainError) as refused:
+            refuse()
+        assert str(refused.value) == str(refused_id)
 
 
 # --- revoke_keys_of_deleted (the cascade) ----------------------------------------------------

@@ -8,6 +8,7 @@ clock is moved by hand, and the pause after a lost race is recorded instead of s
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -207,6 +208,7 @@ def test_the_history_is_the_stream_as_recorded_for_its_organisation_even_once_de
     history = service.history(ORG, assessment_id)
 
     assert types(history) == ["AssessmentCreated", "AssessmentDeleted"]
+    assert types(service.history(ORG, create(service))) == ["AssessmentCreated"]
     with pytest.raises(AssessmentNotFound):
         service.history("org-other", assessment_id)
     with pytest.raises(AssessmentNotFound):
@@ -231,16 +233,33 @@ def test_each_write_is_appended_with_its_metadata_at_the_version_it_decided_on(s
     assessment_id = create(service)
     clock.advance(minutes=5)
 
-    (key,) = service.issue_keys(ORG, assessment_id, [("ada@example.com", "Ada")], meta(), org_name="Acme")
+    (key,) = service.issue_keys(ORG, assessment_id, [("ada@example.com", "Ada L.")], meta(), org_name="Acme")
     (revoked,) = service.revoke_key(ORG, assessment_id, key.event.key_id, meta())
     (deleted,) = service.delete(ORG, assessment_id, meta())
 
     assert [r.stream_version for r in (key, revoked, deleted)] == [2, 3, 4]
-    assert key.event.org_name == "Acme"
+    assert (key.event.candidate_email, key.event.candidate_name, key.event.org_name) == (
+        "ada@example.com",
+        "Ada L.",
+        "Acme",
+    )
     assert key.event.issued_at == NOW + timedelta(minutes=5)
     assert (revoked.event.reason, revoked.event.revoked_at) == ("revoked", NOW + timedelta(minutes=5))
     assert deleted.event == AssessmentDeleted(assessment_id, ORG, NOW + timedelta(minutes=5))
     assert {r.metadata["correlationId"] for r in store.load(assessment_id)} == {"correlation-1"}
+
+
+def test_not_found_names_the_assessment_not_found(service):
+    """What a log line shows of the refusal (the API answers 404 without it)."""
+    assessment_id = create(service)
+
+    for look in (
+        lambda: service.load_owned("org-other", assessment_id),
+        lambda: service.history("org-other", assessment_id),
+    ):
+        with pytest.raises(AssessmentNotFound) as refused:
+            look()
+        assert str(refused.value) == str(assessment_id)
 
 
 def test_writes_to_another_organisations_assessment_are_not_found(service):
@@ -308,11 +327,21 @@ def test_a_writer_that_keeps_losing_races_gives_up_with_a_conflict(store, other,
     assessment_id = create(other)
     store.racers.extend(lambda: issue(other, assessment_id) for _ in range(3))
 
-    with pytest.raises(ConcurrencyConflict):
+    with pytest.raises(ConcurrencyConflict, match=str(assessment_id)):
         service.delete(ORG, assessment_id, meta())
 
     assert pauses == [1, 2, 3]
     assert "AssessmentDeleted" not in types(store.load(assessment_id))
+
+
+def test_a_service_tries_eight_times_before_giving_up(store, other, clock, pauses):
+    assessment_id = create(other)
+    store.racers.extend(lambda: issue(other, assessment_id) for _ in range(8))
+
+    with pytest.raises(ConcurrencyConflict):
+        AssessmentService(store, clock=clock).delete(ORG, assessment_id, meta())
+
+    assert pauses == list(range(1, 9))
 
 
 def test_the_pause_after_a_lost_race_is_random_and_doubles_with_each_attempt(monkeypatch):
@@ -345,6 +374,21 @@ def test_a_drawn_key_already_reserved_is_drawn_again_with_its_whole_batch(store,
     assert [r.event.key_hint for r in store.load(assessment_id)[1:]] == ["PST-****-**01", "PST-****-**02"]
 
 
+def test_a_key_collision_is_logged_as_a_warning_without_the_key(store, clock, caplog):
+    """The key is a credential: the log shows its prefix, which every key shares."""
+    taken = "PST-TAKE-N000"
+    first = AssessmentService(store, clock=clock, generate_key=keys_from(taken))
+    issue(first, create(first))
+    service = AssessmentService(store, clock=clock, generate_key=keys_from(taken, "PST-AAAA-0001"))
+
+    with caplog.at_level(logging.WARNING, logger="events.service"):
+        issue(service, create(service))
+
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "candidate key collision on PST-; drawing new keys")
+    ]
+
+
 def test_the_same_key_drawn_twice_in_one_batch_is_drawn_again(store, clock):
     service = AssessmentService(
         store,
@@ -371,10 +415,11 @@ def test_a_key_space_where_every_draw_collides_is_exhausted(store, clock):
     service = AssessmentService(store, clock=clock, generate_key=always_taken, max_attempts=3)
     assessment_id = create(service)
 
-    with pytest.raises(KeySpaceExhausted):
+    with pytest.raises(KeySpaceExhausted) as exhausted:
         issue(service, assessment_id)
 
     assert len(drawn) == 3
+    assert str(exhausted.value) == "could not draw unique candidate keys"
     assert types(store.load(assessment_id)) == ["AssessmentCreated"]
 
 
@@ -396,10 +441,28 @@ def test_a_create_retried_with_the_same_key_and_request_replays_the_first_and_ap
 def test_the_same_idempotency_key_for_another_request_is_refused(service, store):
     service.create(ORG, details(), meta(), Idempotency("retry-1", "fingerprint-a"))
 
-    with pytest.raises(IdempotencyKeyReused):
+    with pytest.raises(IdempotencyKeyReused) as refused:
         service.create(ORG, details(title="Other"), meta(), Idempotency("retry-1", "fingerprint-b"))
 
+    assert str(refused.value) == "retry-1"
+
     assert len(everything(store)) == 1
+
+
+def test_a_replay_answers_from_the_first_creation_without_deciding_again(store, clock):
+    """Even if what the first creation was decided on has changed since: here its issue
+    left the catalogue."""
+    catalogue = FakeCatalogue(ISSUE)
+    service = AssessmentService(store, catalogue, clock=clock)
+    idempotency = Idempotency("retry-1", "fingerprint-a")
+    first = service.create(ORG, details(issue_id=ISSUE.id), meta(), idempotency)
+    catalogue._issues.clear()
+    clock.advance(minutes=1)
+
+    again = service.create(ORG, details(issue_id=ISSUE.id), meta(), idempotency)
+
+    assert again.recorded == first.recorded
+    assert catalogue.asked == [ISSUE.id]
 
 
 def test_idempotency_keys_are_per_organisation(service, store):
@@ -453,8 +516,10 @@ def test_an_assessment_of_a_catalogue_issue_takes_the_issues_brief_over_the_one_
 
 
 def test_an_unknown_issue_is_refused_and_nothing_is_created(service, store):
-    with pytest.raises(UnknownIssue):
+    with pytest.raises(UnknownIssue) as refused:
         service.create(ORG, details(issue_id="no-such-issue"), meta())
+
+    assert str(refused.value) == "no-such-issue"
 
     assert everything(store) == []
 
@@ -534,7 +599,7 @@ def test_a_cascade_that_keeps_losing_races_gives_up_with_a_conflict(store, clock
             lambda version=version, marker=marker: store.append(assessment_id, version, [marker], meta())
         )
 
-    with pytest.raises(ConcurrencyConflict):
+    with pytest.raises(ConcurrencyConflict, match=str(assessment_id)):
         service.cascade_deletion(assessment_id, meta())
 
     assert pauses == [1, 2]
@@ -602,9 +667,11 @@ def test_an_unknown_key_is_refused(service, candidate):
         service.authorise_candidate("PST-NONE-XIST", assessment_id)
 
 
-def key_issued_directly(store: InMemoryEventStore, assessment_id: uuid.UUID, claim: Reservation) -> uuid.UUID:
+def key_issued_directly(
+    store: InMemoryEventStore, assessment_id: uuid.UUID, claim: Reservation, key_id: uuid.UUID | None = None
+) -> uuid.UUID:
     """A key issued in the stream with `claim` as its reservation, as the service would not."""
-    key_id = uuid.uuid4()
+    key_id = key_id or uuid.uuid4()
     event = CandidateKeyIssued(
         key_id, assessment_id, ORG, key_hint(claim.key), None, None, None, NOW + timedelta(days=1), NOW
     )
@@ -642,3 +709,16 @@ def test_a_key_issued_directly_with_its_id_in_its_reservation_is_usable(service,
     )
 
     assert key_id in service.authorise_candidate("PST-GOOD-KEY1", assessment_id).keys
+
+
+def test_a_key_is_refused_by_an_assessment_that_is_not_its_reservations_even_one_naming_its_id(
+    service, candidate
+):
+    """Key ids are drawn unique, so this cannot happen through the service; the check holds
+    anyway: a key opens only the assessment that reserved it."""
+    _, key_id, key = candidate
+    other_assessment = create(service)
+    key_issued_directly(service.store, other_assessment, Reservation(KEY_SCOPE, "PST-OTHE-RKEY"), key_id)
+
+    with pytest.raises(CandidateRefused):
+        service.authorise_candidate(key, other_assessment)

@@ -248,6 +248,25 @@ def test_revoke_key_refuses_a_deleted_assessment():
         aggregate.revoke_key(state, key.key_id, LATER)
 
 
+def test_a_key_is_usable_until_the_instant_it_expires():
+    first = created()
+    key = issued(first)
+    usable = aggregate.rebuild(first.assessment_id, [first, key]).keys[key.key_id]
+
+    assert usable.usable_at(key.expires_at - timedelta(milliseconds=1))
+    assert not usable.usable_at(key.expires_at)
+    assert not usable.usable_at(key.expires_at + timedelta(days=1))
+
+
+def test_a_revoked_key_is_never_usable_again_not_even_before_it_expires():
+    first = created()
+    key = issued(first)
+    state = aggregate.rebuild(first.assessment_id, [first, key, revoked(key, at=NOW)])
+
+    assert not state.keys[key.key_id].usable_at(NOW)
+    assert not state.keys[key.key_id].usable_at(key.expires_at + timedelta(days=1))
+
+
 def test_a_refusal_names_the_assessment_or_the_key_it_refused():
     """What a log line shows of a refused command (the API answers without it)."""
     first = created()

@@ -19,7 +19,7 @@ from events.aggregate import (
     NewKey,
 )
 from events.keys import key_hint
-from events.model import AssessmentCreated, AssessmentDeleted, CandidateKeyIssued, CandidateKeyRevoked
+from events.model import AssessmentCreated, AssessmentDeleted, CandidateKeyIssued, CandidateKeyRevoked, Event
 from tests.unit.builders import NOW, created, deleted, issued, revoked
 
 LATER = NOW + timedelta(hours=2)
@@ -58,6 +58,15 @@ def test_an_empty_stream_folds_to_an_assessment_that_does_not_exist():
     assert state.version == 0
     assert not state.exists
     assert state.org_id is None
+
+
+def test_an_event_the_aggregate_has_no_rule_for_is_refused_by_name():
+    class AssessmentArchived(Event):
+        pass
+
+    with pytest.raises(TypeError) as refused:
+        aggregate.rebuild(uuid.uuid4(), [AssessmentArchived()])
+    assert str(refused.value) == "Assessment has no rule for AssessmentArchived"
 
 
 def test_rebuild_counts_every_event_as_one_version():

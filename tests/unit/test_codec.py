@@ -155,6 +155,17 @@ def test_decoding_a_schema_version_newer_than_the_code_raises_undecodable_event_
     assert str(raised.value) == "AssessmentDeleted v2 is newer than this code (v1)"
 
 
+def test_an_event_stored_before_an_optional_field_existed_reads_with_its_default():
+    """Adding a field with a default needs no new schema version (see `events.model`)."""
+    event = created(expires_in_days=7, repo_url=None)
+    stored = {
+        key: value for key, value in codec.encode(event).items() if key not in {"expiresInDays", "repoUrl"}
+    }
+
+    assert codec.decode("AssessmentCreated", 1, stored) == event
+    assert codec.normalise("AssessmentCreated", 1, stored) == codec.encode(event)
+
+
 # --- upcasting ---------------------------------------------------------------------------------
 
 

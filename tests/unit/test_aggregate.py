@@ -14,11 +14,12 @@ from events.aggregate import (
     AssessmentAlreadyExists,
     AssessmentDetails,
     AssessmentNotFound,
+    DomainError,
     KeyNotFound,
     NewKey,
 )
 from events.keys import key_hint
-from events.model import AssessmentCreated, AssessmentDeleted, CandidateKeyIssued, CandidateKeyRevoked
+from events.model import AssessmentCreated, AssessmentDeleted, CandidateKeyIssued, CandidateKeyRevoked, Event
 from tests.unit.builders import NOW, created, deleted, issued, revoked
 
 LATER = NOW + timedelta(hours=2)
@@ -57,6 +58,15 @@ def test_an_empty_stream_folds_to_an_assessment_that_does_not_exist():
     assert state.version == 0
     assert not state.exists
     assert state.org_id is None
+
+
+def test_an_event_the_aggregate_has_no_rule_for_is_refused_by_name():
+    class AssessmentArchived(Event):
+        pass
+
+    with pytest.raises(TypeError) as refused:
+        aggregate.rebuild(uuid.uuid4(), [AssessmentArchived()])
+    assert str(refused.value) == "Assessment has no rule for AssessmentArchived"
 
 
 def test_rebuild_counts_every_event_as_one_version():
@@ -245,6 +255,44 @@ def test_revoke_key_refuses_a_deleted_assessment():
     state = aggregate.rebuild(first.assessment_id, [first, key, deleted(first)])
     with pytest.raises(AssessmentAlreadyDeleted):
         aggregate.revoke_key(state, key.key_id, LATER)
+
+
+def test_a_key_is_usable_until_the_instant_it_expires():
+    first = created()
+    key = issued(first)
+    usable = aggregate.rebuild(first.assessment_id, [first, key]).keys[key.key_id]
+
+    assert usable.usable_at(key.expires_at - timedelta(milliseconds=1))
+    assert not usable.usable_at(key.expires_at)
+    assert not usable.usable_at(key.expires_at + timedelta(days=1))
+
+
+def test_a_revoked_key_is_never_usable_again_not_even_before_it_expires():
+    first = created()
+    key = issued(first)
+    state = aggregate.rebuild(first.assessment_id, [first, key, revoked(key, at=NOW)])
+
+    assert not state.keys[key.key_id].usable_at(NOW)
+    assert not state.keys[key.key_id].usable_at(key.expires_at + timedelta(days=1))
+
+
+def test_a_refusal_names_the_assessment_or_the_key_it_refused():
+    """What a log line shows of a refused command (the API answers without it)."""
+    first = created()
+    missing = aggregate.rebuild(uuid.uuid4(), [])
+    gone = aggregate.rebuild(first.assessment_id, [first, deleted(first)])
+    _, alive = live()
+    unknown_key = uuid.uuid4()
+    refusals = [
+        (lambda: aggregate.create(gone, first.org_id, details(), NOW), first.assessment_id),
+        (lambda: aggregate.delete(missing, NOW), missing.id),
+        (lambda: aggregate.delete(gone, NOW), first.assessment_id),
+        (lambda: aggregate.revoke_key(alive, unknown_key, NOW), unknown_key),
+    ]
+    for refuse, refused_id in refusals:
+        with pytest.raises(DomainError) as refused:
+            refuse()
+        assert str(refused.value) == str(refused_id)
 
 
 # --- revoke_keys_of_deleted (the cascade) ----------------------------------------------------

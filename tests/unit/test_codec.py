@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -13,6 +16,7 @@ from events.model import EVENT_TYPES, AssessmentDeleted, CandidateKeyIssued, Eve
 from tests.unit.builders import NOW, created, deleted, issued, one_of_each
 
 SAMPLES = {type(event).type_name: event for event in one_of_each()}
+ID = uuid.UUID("0195f0c4-8d5e-7000-8000-000000000001")
 
 
 def test_the_samples_cover_every_event_type():
@@ -69,22 +73,70 @@ def test_format_time_converts_other_offsets_to_utc():
     )
 
 
+@pytest.fixture
+def machine_clock_not_in_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone set to UTC+05:30, as on a server configured elsewhere."""
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_format_time_writes_utc_whatever_the_machines_time_zone(machine_clock_not_in_utc):
+    assert codec.format_time(NOW) == "2026-04-01T09:00:00.000Z"
+
+
 def test_parse_time_reads_what_format_time_writes():
     moment = NOW + timedelta(milliseconds=42)
     assert codec.parse_time(codec.format_time(moment)) == moment
 
 
-def test_decoding_an_unknown_type_raises_unknown_event_type():
-    with pytest.raises(UnknownEventType):
-        codec.decode("AssessmentArchived", 1, {})
+def test_parse_time_gives_utc_times_whatever_offset_they_were_written_with():
+    parsed = codec.parse_time("2026-04-01T14:30:00.000+05:30")
+
+    assert parsed == NOW
+    assert parsed.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "decoded"),
+    [
+        (datetime, "2026-04-01T09:00:00.000Z", NOW),
+        (datetime | None, "2026-04-01T09:00:00.000Z", NOW),
+        (datetime | None, None, None),
+        (uuid.UUID, str(ID), ID),
+        (uuid.UUID | None, str(ID), ID),
+        (uuid.UUID | None, None, None),
+        (str, "as it is", "as it is"),
+        (int | None, 90, 90),
+    ],
+)
+def test_a_fields_json_value_is_read_as_the_fields_type_and_null_stays_none(kind, value, decoded):
+    assert codec._decoder(kind)(value) == decoded
+
+
+@pytest.mark.parametrize("convert", [codec.decode, codec.normalise])
+def test_an_unknown_type_raises_unknown_event_type_naming_it(convert):
+    with pytest.raises(UnknownEventType) as raised:
+        convert("AssessmentArchived", 1, {})
+    assert str(raised.value) == "AssessmentArchived"
 
 
 @pytest.mark.parametrize("missing", ["assessmentId", "orgId", "deletedAt"])
-def test_decoding_a_payload_missing_a_field_raises_undecodable_event(missing: str):
+def test_decoding_a_payload_missing_a_field_raises_undecodable_event_naming_it(missing: str):
     data = codec.encode(deleted(created()))
     del data[missing]
-    with pytest.raises(UndecodableEvent):
+    with pytest.raises(UndecodableEvent, match=rf"^AssessmentDeleted v1: KeyError\('{missing}'\)$"):
         codec.decode("AssessmentDeleted", 1, data)
+
+
+def test_normalising_a_payload_missing_a_field_raises_undecodable_event_naming_it():
+    data = codec.encode(deleted(created()))
+    del data["deletedAt"]
+    with pytest.raises(UndecodableEvent) as raised:
+        codec.normalise("AssessmentDeleted", 1, data)
+    assert str(raised.value) == "AssessmentDeleted v1: no 'deletedAt'"
 
 
 @pytest.mark.parametrize(
@@ -96,10 +148,22 @@ def test_decoding_a_malformed_value_raises_undecodable_event(key: str, bad: obje
         codec.decode("AssessmentDeleted", 1, data)
 
 
-def test_decoding_a_schema_version_newer_than_the_code_raises_undecodable_event():
+def test_decoding_a_schema_version_newer_than_the_code_raises_undecodable_event_saying_so():
     data = codec.encode(deleted(created()))
-    with pytest.raises(UndecodableEvent):
+    with pytest.raises(UndecodableEvent) as raised:
         codec.decode("AssessmentDeleted", AssessmentDeleted.schema_version + 1, data)
+    assert str(raised.value) == "AssessmentDeleted v2 is newer than this code (v1)"
+
+
+def test_an_event_stored_before_an_optional_field_existed_reads_with_its_default():
+    """Adding a field with a default needs no new schema version (see `events.model`)."""
+    event = created(expires_in_days=7, repo_url=None)
+    stored = {
+        key: value for key, value in codec.encode(event).items() if key not in {"expiresInDays", "repoUrl"}
+    }
+
+    assert codec.decode("AssessmentCreated", 1, stored) == event
+    assert codec.normalise("AssessmentCreated", 1, stored) == codec.encode(event)
 
 
 # --- upcasting ---------------------------------------------------------------------------------
@@ -209,5 +273,5 @@ def test_a_version_2_key_event_without_a_usable_key_is_undecodable(convert, key)
     else:
         v2["key"] = key
 
-    with pytest.raises(UndecodableEvent):
+    with pytest.raises(UndecodableEvent, match=r"^CandidateKeyIssued v2: "):
         convert("CandidateKeyIssued", 2, v2)

@@ -18,6 +18,7 @@ from projections import projector
 from projections.assessments import AssessmentRow, AssessmentsProjection, evolve_row, row_from_created
 from projections.candidate_keys import CandidateKeysProjection, KeyRow, evolve_keys, fold_keys
 from projections.projector import Projection, Tracked, by_stream, fold_new
+from projections.tables import metadata as schema
 from tests.unit.builders import NOW, created, deleted, issued, recorded, revoked
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "data" / "oss-issues.json"
@@ -334,3 +335,84 @@ def test_the_keys_projection_reads_back_the_state_it_wrote_including_a_stream_wi
     )
     read = projection.states(rows_read_back(projection, [one, other]))
     assert read == {one.stream_id: one, other.stream_id: other}
+
+
+def test_each_projection_folds_a_stream_as_its_evolve_function_does():
+    first = created()
+    key = issued(first)
+    events = [first, key, issued(first), revoked(key), deleted(first)]
+    stream = [recorded(event, n) for n, event in enumerate(events, start=1)]
+    keys, assessments = CandidateKeysProjection(), AssessmentsProjection()
+
+    folded_keys = fold_new(keys, Tracked(first.assessment_id, 0, keys.initial(first.assessment_id)), stream)
+    folded_row = fold_new(
+        assessments, Tracked(first.assessment_id, 0, assessments.initial(first.assessment_id)), stream
+    )
+
+    assert list(folded_keys.value.values()) == fold_keys(events)
+    assert folded_row.value == evolve_row(events[-1], row_from_created(first))
+    assert assessments.initial(first.assessment_id) is None
+    assert dict(keys.initial(first.assessment_id)) == {}
+
+
+# --- where a projection keeps its state ---------------------------------------------------------
+
+
+def layout(projection) -> dict:
+    """By name: the tables a projection writes, where it keeps each stream's version, and where
+    it reads a stream's state back from."""
+    versions = projection.versions
+    return {
+        "tables": [table.name for table in projection.tables],
+        "versions": [(column.table.name, column.name) for column in (versions.stream_id, versions.version)],
+        "versions table": versions.table.name,
+        "sources": [(table.name, column.table.name, column.name) for table, column in projection.sources],
+    }
+
+
+def expected_layout(projection_name: str, suffix: str = "") -> dict:
+    """The layout of each projection, its tables' names ending in `suffix`."""
+    if projection_name == "assessments":
+        view = "assessments_view" + suffix
+        return {
+            "tables": [view],
+            "versions": [(view, "id"), (view, "version")],
+            "versions table": view,
+            "sources": [(view, view, "id")],
+        }
+    view, versions = "candidate_keys_view" + suffix, "candidate_keys_versions" + suffix
+    return {
+        "tables": [view, versions],
+        "versions": [(versions, "stream_id"), (versions, "version")],
+        "versions table": versions,
+        "sources": [(versions, versions, "stream_id"), (view, view, "assessment_id")],
+    }
+
+
+PROJECTIONS = [AssessmentsProjection, CandidateKeysProjection]
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+def test_a_projection_keeps_its_versions_and_reads_its_state_in_its_own_tables(projection):
+    assert layout(projection()) == expected_layout(projection.name)
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+def test_a_projection_renamed_for_a_rebuild_does_all_that_in_fresh_tables_of_the_same_shape(projection):
+    live = projection()
+
+    fresh = live.renamed("_fresh")
+
+    assert layout(fresh) == expected_layout(projection.name, "_fresh")
+    assert [t.columns.keys() for t in fresh.tables] == [t.columns.keys() for t in live.tables]
+    assert {t.metadata for t in fresh.tables} != {t.metadata for t in live.tables}
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+def test_a_rebuild_can_rename_again_and_leaves_the_services_schema_alone(projection):
+    """A second rebuild in one process (the worker's, a test's) gets fresh tables again; the
+    schema that `assessments dev` creates never holds a rebuild's tables."""
+    first, again = projection().renamed("_fresh"), projection().renamed("_fresh")
+
+    assert [t.name for t in again.tables] == [t.name for t in first.tables]
+    assert not [name for name in schema.tables if name.endswith("_fresh")]

@@ -53,19 +53,25 @@ def row_from_created(event: AssessmentCreated) -> AssessmentRow:
     )
 
 
-@singledispatch
-def evolve_row(event: Event, row: AssessmentRow | None) -> AssessmentRow | None:
+# One case per event type, registered by name (see `events.aggregate.evolve` for why).
+
+
+def _unchanged(event: Event, row: AssessmentRow | None) -> AssessmentRow | None:
     return row  # key events do not change the assessment itself
 
 
-@evolve_row.register
-def _(event: AssessmentCreated, row: AssessmentRow | None) -> AssessmentRow | None:
+def _created(event: AssessmentCreated, row: AssessmentRow | None) -> AssessmentRow | None:
     return row_from_created(event)
 
 
-@evolve_row.register
-def _(event: AssessmentDeleted, row: AssessmentRow | None) -> AssessmentRow | None:
+def _deleted(event: AssessmentDeleted, row: AssessmentRow | None) -> AssessmentRow | None:
     return row and replace(row, deleted_at=event.deleted_at, updated_at=event.deleted_at)
+
+
+#: The row after one event: `evolve_row(event, row)`.
+evolve_row = singledispatch(_unchanged)
+evolve_row.register(AssessmentCreated, _created)
+evolve_row.register(AssessmentDeleted, _deleted)
 
 
 class AssessmentsProjection:

@@ -28,19 +28,25 @@ KeyRow = CandidateKey
 Keys = Mapping[uuid.UUID, KeyRow]
 
 
-@singledispatch
-def evolve_keys(event: Event, keys: Keys) -> Keys:
+# One case per event type, registered by name (see `events.aggregate.evolve` for why).
+
+
+def _unchanged(event: Event, keys: Keys) -> Keys:
     return keys
 
 
-@evolve_keys.register
-def _(event: CandidateKeyIssued, keys: Keys) -> Keys:
+def _issued(event: CandidateKeyIssued, keys: Keys) -> Keys:
     return MappingProxyType({**keys, event.key_id: issued_key(event)})
 
 
-@evolve_keys.register
-def _(event: CandidateKeyRevoked, keys: Keys) -> Keys:
+def _revoked(event: CandidateKeyRevoked, keys: Keys) -> Keys:
     return MappingProxyType({**keys, event.key_id: revoked_key(keys[event.key_id], event)})
+
+
+#: The keys after one event: `evolve_keys(event, keys)`.
+evolve_keys = singledispatch(_unchanged)
+evolve_keys.register(CandidateKeyIssued, _issued)
+evolve_keys.register(CandidateKeyRevoked, _revoked)
 
 
 def fold_keys(events: Iterable[Event]) -> list[KeyRow]:

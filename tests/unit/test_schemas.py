@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from dataclasses import MISSING
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -22,6 +24,7 @@ from api.schemas import (
     IssueSchema,
     compile_dump,
 )
+from events.model import AssessmentDetails
 from projections.assessments import AssessmentRow
 from projections.candidate_keys import KeyRow
 from tests.unit.builders import NOW
@@ -38,16 +41,21 @@ def errors(schema, body: dict) -> dict:
 # --- CreateAssessmentSchema --------------------------------------------------------------------
 
 
-def test_a_minimal_body_loads_with_defaults():
+def test_a_minimal_body_loads_with_the_definitions_defaults():
+    """The contract's defaults (`expiresInDays` 7, the optional fields null), taken from the
+    fields' one definition so that a field added there needs no change here."""
+    defaults = {f.name: f.default for f in dataclasses.fields(AssessmentDetails) if f.default is not MISSING}
+    assert {name: defaults[name] for name in ("repo_url", "time_limit_minutes", "expires_in_days")} == {
+        "repo_url": None,
+        "time_limit_minutes": None,
+        "expires_in_days": 7,
+    }
+    assert defaults["issue_id"] is None and defaults["rubric_id"] is None
     assert CreateAssessmentSchema().load(MINIMAL) == {
         "title": "Backend take-home",
         "role": "Senior Backend Engineer",
         "task_brief": "Fix the bug.",
-        "repo_url": None,
-        "time_limit_minutes": None,
-        "expires_in_days": 7,
-        "issue_id": None,
-        "rubric_id": None,
+        **defaults,
     }
 
 

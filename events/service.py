@@ -17,7 +17,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from events import aggregate, keys
-from events.aggregate import Assessment, AssessmentDetails, AssessmentNotFound, DomainError, NewKey
+from events.aggregate import (
+    Assessment,
+    AssessmentDetails,
+    AssessmentNotFound,
+    CandidateRefused,
+    DomainError,
+    NewKey,
+)
 from events.keys import KeyGenerator
 from events.model import AssessmentCreated, Event, Metadata, RecordedEvent, utcnow, uuid7
 from events.ports import (
@@ -74,10 +81,6 @@ class _EmptyCatalogue:
 
     def issues(self) -> list[Issue]:
         return []
-
-
-class CandidateRefused(Exception):
-    """A candidate key that is unknown, revoked, expired, or not for this assessment."""
 
 
 class KeySpaceExhausted(Exception):
@@ -225,7 +228,7 @@ class AssessmentService:
             try:
                 return self.store.append(assessment_id, state.version, events, metadata)
             except ConcurrencyConflict:
-                _back_off(attempt)
+                back_off(attempt)
         raise ConcurrencyConflict(f"{assessment_id}: cascade kept losing races")
 
     def _decide_and_append(
@@ -244,7 +247,7 @@ class AssessmentService:
             try:
                 return self.store.append(assessment_id, state.version, events, metadata, reservations)
             except ConcurrencyConflict:
-                _back_off(attempt)
+                back_off(attempt)
         raise ConcurrencyConflict(f"{assessment_id}: too many concurrent writers")
 
 
@@ -256,6 +259,6 @@ def _claim(org_id: str, idempotency: Idempotency) -> Reservation:
     return Reservation(_idempotency_scope(org_id), idempotency.key, {"fingerprint": idempotency.fingerprint})
 
 
-def _back_off(attempt: int) -> None:
+def back_off(attempt: int) -> None:
     """A short random pause after a lost race, so the losers do not collide again in step."""
     time.sleep(random.uniform(0, 0.002 * 2**attempt))

@@ -32,7 +32,6 @@ from events.tenancy import hash_token
 
 SESSION_TOKEN_SCOPE = "session_token"
 SESSION_TOKEN_PREFIX = "cst_"
-EXPIRY_ACTOR = "worker:expiry"
 
 Decide = Callable[[Assessment, datetime], list[Event]]
 
@@ -134,9 +133,10 @@ class CandidateService:
         return InSession(state, aggregate.active_session(state, key_id, session_id, self.clock()))
 
     def check_device(
-        self, token: str, checkpoint: str, fingerprint: dict[str, Any], correlation_id: str | None
+        self, session: InSession, checkpoint: str, fingerprint: dict[str, Any], correlation_id: str | None
     ) -> None:
-        key = self.in_session(token).key
+        """Record a device report of an active session (`in_session` found it)."""
+        key = session.key
         hashed = fingerprint_hash(key.session_id, fingerprint)
 
         def decide(state: Assessment, now: datetime) -> list[Event]:
@@ -155,35 +155,28 @@ class CandidateService:
         )
         return state.keys[key_id].completed_at
 
-    # --- reads and the expiry step -----------------------------------------------------------
+    # --- reads -----------------------------------------------------------
 
     def assessment_for(self, credential: str, assessment_id: uuid.UUID) -> Assessment:
         """The assessment a candidate may read with a key (pending or active) or a session
         token (session active), and only that one."""
         if looks_like_key(credential):
             return self.assessments.authorise_candidate(credential, assessment_id)
-        if not credential.startswith(SESSION_TOKEN_PREFIX):
-            raise CandidateRefused()
-        state = self.in_session(credential).state
+        state = self.assessment_of(credential)
         if state.id != assessment_id:
             raise CandidateRefused()
         return state
 
-    def expire(self, stream_id: uuid.UUID) -> list[RecordedEvent]:
-        """Record the expiry of the stream's keys that ended by time (the worker's expiry
-        step). Several steps at once append each expiry once: the loser of the race reloads,
-        finds it recorded, and decides nothing."""
-        for attempt in range(1, self.assessments.max_attempts + 1):
+    def assessment_of(self, credential: str) -> Assessment:
+        """The assessment a key (pending or active) or a session token (session active) opens."""
+        if looks_like_key(credential):
+            stream_id, key_id = self._locate(credential)
             state = self.assessments.load(stream_id)
-            events = aggregate.expire(state, self.clock())
-            if not events:
-                return []
-            try:
-                metadata = Metadata(state.org_id, EXPIRY_ACTOR)
-                return self.store.append(stream_id, state.version, events, metadata)
-            except ConcurrencyConflict:
-                back_off(attempt)
-        raise ConcurrencyConflict(f"{stream_id}: expiry kept losing races")
+            aggregate.open_key(state, key_id, self.clock())
+            return state
+        if credential.startswith(SESSION_TOKEN_PREFIX):
+            return self.in_session(credential).state
+        raise CandidateRefused()
 
     # --- plumbing -------------------------------------------------------------------------------
 

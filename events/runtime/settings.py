@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://root@127.0.0.1:5432/assessments"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_DISCLOSURE_FILE = Path(__file__).resolve().parents[2] / "data" / "disclosure.json"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Settings:
     #: How long the worker lets deliveries gather into one transaction.
     worker_linger_ms: float = 5.0
     log_level: str = "INFO"
+    #: The disclosure candidates consent to (`events.disclosure`); the shipped one by default.
+    disclosure_file: str = str(DEFAULT_DISCLOSURE_FILE)
 
     @property
     def dead_letter_queue(self) -> str:
@@ -51,6 +55,7 @@ class Settings:
             "relay_batch_interval_ms": _float(env.get("ASSESSMENTS_RELAY_BATCH_INTERVAL_MS")),
             "worker_linger_ms": _float(env.get("ASSESSMENTS_WORKER_LINGER_MS")),
             "log_level": env.get("ASSESSMENTS_LOG_LEVEL"),
+            "disclosure_file": env.get("ASSESSMENTS_DISCLOSURE_FILE"),
         }
         settings = cls(**{key: value for key, value in read.items() if value is not None})
         return replace(settings, **overrides)

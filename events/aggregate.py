@@ -248,7 +248,7 @@ def consent(
     (a repeat changes nothing). `offered_hash` is the hash of the text the candidate was shown:
     any but the current one's is refused, so no consent is ever recorded to a text not shown.
     None (a client that sends no hash) consents to the current text."""
-    key = _open_key(state, key_id, now)
+    key = candidate_key(state, key_id, now)
     if offered_hash is not None and offered_hash != disclosure.hash:
         raise DisclosureOutdated(offered_hash)
     if key.consented_to(disclosure.hash):
@@ -274,7 +274,7 @@ def redeem(
 ) -> list[Event]:
     """Start the key's session (a pending key that consented to the current disclosure), or
     resume it (an active key: the same session, whatever `session_id` was offered)."""
-    key = _open_key(state, key_id, now)
+    key = candidate_key(state, key_id, now)
     if key.status_at(now) == ACTIVE:
         return [CandidateSessionResumed(**_of_key(key), session_id=key.session_id, resumed_at=now)]
     if not key.consented_to(disclosure_hash):
@@ -374,8 +374,9 @@ def open_key(state: Assessment, key_id: uuid.UUID, now: datetime) -> CandidateKe
     return key
 
 
-def _open_key(state: Assessment, key_id: uuid.UUID, now: datetime) -> CandidateKey:
-    """`open_key`, but a completed key is told so (409) rather than refused (401)."""
+def candidate_key(state: Assessment, key_id: uuid.UUID, now: datetime) -> CandidateKey:
+    """`open_key` for the candidate's own calls: a completed key is told so (409) rather than
+    refused (401), so the client can say why."""
     key = _presented_key(state, key_id)
     if key.completed_at is not None:
         raise KeyAlreadyCompleted(str(key_id))

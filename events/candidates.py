@@ -86,7 +86,7 @@ class CandidateService:
     def consent_status(self, key: str) -> CandidateKey:
         """The key, while it opens its assessment (the caller asks `consented_to`)."""
         stream_id, key_id = self._locate(key)
-        return aggregate.open_key(self.assessments.load(stream_id), key_id, self.clock())
+        return aggregate.candidate_key(self.assessments.load(stream_id), key_id, self.clock())
 
     def consent(self, key: str, disclosure_hash: str | None, correlation_id: str | None) -> CandidateKey:
         """Consent to the current disclosure (`aggregate.consent`: a hash of another text is

@@ -18,10 +18,24 @@ from apispec.ext.marshmallow.field_converter import DEFAULT_FIELD_MAPPING
 from marshmallow import Schema, fields
 
 from api import text
+from api.candidate_schemas import (
+    CompletedSchema,
+    CompleteSchema,
+    ConsentRecordedSchema,
+    ConsentSchema,
+    ConsentStatusSchema,
+    DeviceCheckSchema,
+    DeviceChecksSchema,
+    DisclosureSchema,
+    RedeemSchema,
+    RedemptionSchema,
+    SessionSchema,
+)
 from api.openapi.envelopes import (
     AssessmentEnvelopeSchema,
     AssessmentListSchema,
     CreatedAssessmentEnvelopeSchema,
+    DeviceCheckedSchema,
     ErrorBodySchema,
     ErrorSchema,
     HistoryEventSchema,
@@ -30,6 +44,8 @@ from api.openapi.envelopes import (
     IssueListSchema,
     KeysEnvelopeSchema,
     OkSchema,
+    SessionEnvelopeSchema,
+    SessionListSchema,
 )
 from api.schemas import (
     MAX_KEYS,
@@ -47,6 +63,13 @@ from events import keys
 #: What the wire format promises for every timestamp (api.md): UTC, `Z`, milliseconds.
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 KEY_PATTERN = keys.KEY_PATTERN.pattern
+CANDIDATE_KEY_DESCRIPTION = (
+    "The candidate key `PST-XXXX-XXXX`. Any other value is refused like an unknown key (401)."
+)
+#: A SHA-256 as the API writes it: lower-case hex.
+SHA256_PATTERN = "^[0-9a-f]{64}$"
+#: What the redeem takes as `signingPubKey`: standard base64 of 32 bytes, padded (44 characters).
+ED25519_BASE64_PATTERN = "^[A-Za-z0-9+/]{43}=$"
 JSON = "application/json"
 
 
@@ -106,10 +129,27 @@ def register(spec: APISpec) -> None:
         ("History", HistorySchema),
         ("IssueList", IssueListSchema),
         ("IssueEnvelope", IssueEnvelopeSchema),
+        # The candidate's side: the client's requests and responses, and sessions for reviewers.
+        ("Consent", ConsentSchema),
+        ("Redeem", RedeemSchema),
+        ("DeviceCheck", DeviceCheckSchema),
+        ("Complete", CompleteSchema),
+        ("Disclosure", DisclosureSchema),
+        ("ConsentStatus", ConsentStatusSchema),
+        ("ConsentRecorded", ConsentRecordedSchema),
+        ("Redemption", RedemptionSchema),
+        ("DeviceChecked", DeviceCheckedSchema),
+        ("Completed", CompletedSchema),
+        ("DeviceChecks", DeviceChecksSchema),
+        ("Session", SessionSchema),
+        ("SessionEnvelope", SessionEnvelopeSchema),
+        ("SessionList", SessionListSchema),
         ("ErrorBody", ErrorBodySchema),
         ("Error", ErrorSchema),
     ):
         spec.components.schema(name, schema=schema)
+
+    spec.components.schema("FingerprintValue", component=_FINGERPRINT_VALUE)
 
     spec.components.security_scheme(
         "bearerAuth",
@@ -121,7 +161,19 @@ def register(spec: APISpec) -> None:
             "type": "apiKey",
             "in": "header",
             "name": "X-API-Key",
-            "description": "A candidate key `PST-XXXX-XXXX`; only on GET /v1/assessments/{assessmentId}.",
+            "description": "A candidate key `PST-XXXX-XXXX` while it is pending or active: reads its own "
+            "assessment (GET /v1/assessments/{assessmentId}) and that assessment's issue "
+            "(GET /v1/issues/{issueId}), nothing else.",
+        },
+    )
+    spec.components.security_scheme(
+        "sessionToken",
+        {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "A session token (`sessionToken` of POST /v1/candidate/redeem) while its session "
+            "is active: POST /v1/candidate/device-check, and the reads a candidate key allows.",
         },
     )
 
@@ -150,10 +202,17 @@ def register(spec: APISpec) -> None:
     }.items():
         spec.components.header(name, header)
 
-    def error(description: str, *headers: str) -> dict[str, Any]:
+    def error(description: str, *headers: str, codes: tuple[str, ...] = ()) -> dict[str, Any]:
+        """An error response; with `codes`, the only values its `error.code` takes."""
+        schema: str | dict[str, Any] = "Error"
+        if codes:
+            schema = {
+                "allOf": [{"$ref": "#/components/schemas/Error"}],
+                "properties": {"error": {"properties": {"code": {"enum": list(codes)}}}},
+            }
         return {
             "description": description,
-            "content": json_content("Error"),
+            "content": json_content(schema),
             "headers": header_refs(*headers),
         }
 
@@ -162,6 +221,26 @@ def register(spec: APISpec) -> None:
         "Unauthorized": error("unauthorized: missing or invalid credentials.", "WWW-Authenticate"),
         "NotFound": error("not_found: missing, deleted, or another organisation's."),
         "Conflict": error("conflict: Idempotency-Key reused with another body, or a concurrent change."),
+        "ConsentRequired": error(
+            "consent_required: the key has not consented to the current disclosure (GET, then POST "
+            "/v1/candidate/consent).",
+            codes=("consent_required",),
+        ),
+        "KeyCompleted": error(
+            "conflict: the key already completed its assessment (or, rarely, too many concurrent changes: "
+            "retry).",
+            codes=("conflict",),
+        ),
+        "ConsentConflict": error(
+            "conflict: `disclosureHash` is not the current disclosure's (it changed since it was shown: "
+            "read it again; nothing was recorded), or the key already completed its assessment.",
+            codes=("conflict",),
+        ),
+        "CompleteConflict": error(
+            "conflict: the key was not redeemed yet; deadline_passed: the session's deadline passed "
+            "before this request (the service's time decides, as recorded).",
+            codes=("conflict", "deadline_passed"),
+        ),
         "PayloadTooLarge": error("payload_too_large: the body is over 1 MiB."),
         "UnsupportedMediaType": error("unsupported_media_type: the body is not declared as JSON."),
         "Unexpected": error(
@@ -172,6 +251,31 @@ def register(spec: APISpec) -> None:
         ),
     }.items():
         spec.components.response(name, response)
+
+
+#: A value inside a device fingerprint: any JSON, with no NUL in a string or a property name
+#: (the rule of every body, `api.text`).
+_FINGERPRINT_VALUE_REF = {"$ref": "#/components/schemas/FingerprintValue"}
+_FINGERPRINT_VALUE = {
+    "description": "Any JSON value; no NUL in a string or a property name.",
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        {"type": "string", "pattern": text.NO_NUL_PATTERN},
+        {"type": "array", "items": _FINGERPRINT_VALUE_REF},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": text.NO_NUL_PATTERN},
+            "additionalProperties": _FINGERPRINT_VALUE_REF,
+        },
+    ],
+}
+_FINGERPRINT = {
+    "propertyNames": {"pattern": text.NO_NUL_PATTERN},
+    "additionalProperties": _FINGERPRINT_VALUE_REF,
+    "description": "What the client reports of its device; only a SHA-256 of it salted with the session id "
+    f"is kept. No NUL in a string or a property name, and at most {text.MAX_DEPTH - 1} levels of objects and "
+    f"arrays inside it (a body nests at most {text.MAX_DEPTH} levels).",
+}
 
 
 # --- refinements of the generated schemas -----------------------------------------------------
@@ -213,7 +317,19 @@ EMAIL_PATTERN = (
 
 #: Schemas the API only dumps: every property is always present, and a few are narrower than
 #: their marshmallow field says.
-_RESPONSE_SCHEMAS = ("Assessment", "AssessmentWithIssue", "Issue", "CandidateKey")
+_RESPONSE_SCHEMAS = (
+    "Assessment",
+    "AssessmentWithIssue",
+    "Issue",
+    "CandidateKey",
+    "Disclosure",
+    "ConsentStatus",
+    "ConsentRecorded",
+    "Redemption",
+    "Completed",
+    "DeviceChecks",
+    "Session",
+)
 _REFINEMENTS = {
     "CreateAssessment": {
         "issueId": {
@@ -224,6 +340,49 @@ _REFINEMENTS = {
     "CandidateKey": {
         "key": {"pattern": KEY_PATTERN},
         "status": {"enum": ["pending", "active", "completed", "expired"]},
+    },
+    "Consent": {"key": {"description": CANDIDATE_KEY_DESCRIPTION}},
+    "Redeem": {
+        "key": {"description": CANDIDATE_KEY_DESCRIPTION},
+        "candidateName": {
+            "description": f"Fills the key's candidate name if it had none. {TEXT_DESCRIPTION}"
+        },
+        "signingPubKey": {"pattern": ED25519_BASE64_PATTERN},
+    },
+    "Complete": {
+        "key": {"description": "The candidate key the session was redeemed with."},
+        "sessionId": {"description": "The `sessionId` of the redeem."},
+    },
+    "DeviceCheck": {
+        "checkpoint": {"description": "Where in the session the client reports from. " + TEXT_DESCRIPTION},
+        "fingerprint": _FINGERPRINT,
+    },
+    "ConsentStatus": {
+        "alreadyConfirmed": {"description": "Whether this key consented to this very disclosure (its hash)."},
+        "disclosureHash": {"pattern": SHA256_PATTERN},
+    },
+    "ConsentRecorded": {
+        "ok": {"enum": [True]},
+        "disclosureHash": {"pattern": SHA256_PATTERN},
+    },
+    "Redemption": {
+        "sessionId": {"description": "The key's one session: the same on every redeem of the active key."},
+        "tosAccepted": {"enum": [True]},
+        "startedAt": {"description": "When the session started: the first redeem."},
+        "deadline": {
+            "description": "The session's end: `startedAt` + `timeLimitMinutes`, never after the key's own "
+            "expiry (without a time limit: that expiry)."
+        },
+    },
+    "Completed": {"ok": {"enum": [True]}},
+    "DeviceChecks": {"count": {"minimum": 0}},
+    "Session": {
+        "status": {
+            "description": "At the service's time: `expired` from the deadline on, also before the worker "
+            "records the expiry."
+        },
+        "expiredAt": {"description": "The deadline, once the worker recorded the expiry; null until then."},
+        "signingPubKey": {"description": "The Ed25519 public key given at the redeem, base64."},
     },
 }
 

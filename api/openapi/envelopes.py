@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields
 
+from api.candidate_schemas import SessionSchema
 from api.schemas import (
     AssessmentSchema,
     AssessmentWithIssueSchema,
@@ -75,12 +76,30 @@ class IssueEnvelopeSchema(_Doc):
     issue = fields.Nested(IssueSchema, required=True)
 
 
+class SessionEnvelopeSchema(_Doc):
+    session = fields.Nested(SessionSchema, required=True)
+
+
+class SessionListSchema(_Doc):
+    sessions = fields.List(fields.Nested(SessionSchema), required=True)
+    next_cursor = fields.String(
+        allow_none=True,
+        data_key="nextCursor",
+        metadata={"description": "Present only when `limit` or `after` was given; null on the last page."},
+    )
+
+
+class DeviceCheckedSchema(_Doc):
+    ok = fields.Boolean(required=True, metadata={"enum": [True]})
+
+
 class ErrorBodySchema(_Doc):
     code = fields.String(
         required=True,
         metadata={
-            "description": "validation_error (400), unauthorized (401), not_found (404), conflict (409), "
-            "payload_too_large (413), unsupported_media_type (415), internal (500), unavailable (503)."
+            "description": "validation_error (400), unauthorized (401), consent_required (403), "
+            "not_found (404), conflict (409), deadline_passed (409), payload_too_large (413), "
+            "unsupported_media_type (415), internal (500), unavailable (503)."
         },
     )
     message = fields.String(required=True)

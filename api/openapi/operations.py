@@ -13,10 +13,25 @@ from typing import Any
 from apispec.ext.marshmallow import OpenAPIConverter
 from marshmallow import Schema
 
-from api.openapi.components import header_refs, json_content
+from api.candidate_schemas import (
+    CompleteSchema,
+    ConsentQuerySchema,
+    ConsentSchema,
+    DeviceCheckSchema,
+    RedeemSchema,
+)
+from api.openapi.components import CANDIDATE_KEY_DESCRIPTION, header_refs, json_content
 from api.schemas import CreateAssessmentSchema, HistoryQuerySchema, IssueKeysSchema, ListQuerySchema
 
 BEARER = [{"bearerAuth": []}]
+#: Candidates' calls that carry the key in the query or body: no credential header at all.
+NO_CREDENTIALS: list = []
+SESSION_TOKEN = [{"sessionToken": []}]
+#: Reads open to reviewers and to candidates of the assessment (its key, or its session's token).
+BEARER_OR_CANDIDATE = [{"bearerAuth": []}, {"candidateKey": []}, {"sessionToken": []}]
+
+#: An error status, or a status with the response that says more precisely what it means here.
+ErrorStatus = int | tuple[int, str]
 
 
 def _ok(description: str, schema, *headers: str) -> dict[str, Any]:
@@ -32,13 +47,13 @@ def _op(
     security: list | None = None,
     parameters: list | None = None,
     body: type[Schema] | None = None,
-    errors: tuple[int, ...] = (401,),
+    errors: tuple[ErrorStatus, ...] = (401,),
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
         "tags": [tag],
         "security": BEARER if security is None else security,
-        "responses": {**responses, **{str(status): _ERROR_RESPONSES[status] for status in errors}},
+        "responses": {**responses, **dict(map(_error_response, errors))},
     }
     if description:
         operation["description"] = description
@@ -51,9 +66,15 @@ def _op(
     return operation
 
 
+def _error_response(error: ErrorStatus) -> tuple[str, str]:
+    status, name = error if isinstance(error, tuple) else (error, _ERROR_RESPONSES[error])
+    return str(status), name
+
+
 _ERROR_RESPONSES = {
     400: "ValidationError",
     401: "Unauthorized",
+    403: "ConsentRequired",
     404: "NotFound",
     409: "Conflict",
 }
@@ -92,6 +113,10 @@ _QUERY_DESCRIPTIONS = {
     "Any value of this pattern names one; pass back what the service returned.",
     ("history", "limit"): "Page size.",
     ("history", "after"): "Return events after this stream version (the previous page's `nextCursor`).",
+    ("sessions", "limit"): "Page size. With `limit` or `after` the response is paged and has `nextCursor`.",
+    ("sessions", "after"): "The `nextCursor` of the previous page: a position in the (startedAt, id) order. "
+    "Any value of this pattern names one; pass back what the service returned.",
+    ("consent", "key"): CANDIDATE_KEY_DESCRIPTION,
 }
 
 #: Path parameters by Flask argument name.
@@ -105,7 +130,17 @@ PATH_PARAMETERS = {
         "schema": {"type": "string", "format": "uuid"},
     },
     "issue_id": {"description": "The OSS issue's id in the catalogue.", "schema": {"type": "string"}},
+    "session_id": {
+        "description": "The session's id (`sessionId` of the redeem). Not a UUID: 404.",
+        "schema": {"type": "string", "format": "uuid"},
+    },
 }
+
+#: What a candidate's credential is refused with, wherever it is presented.
+_CANDIDATE_REFUSED = (
+    "An unknown, revoked or expired key, a key of a deleted assessment, a session token whose session "
+    "is not active, or a credential of another assessment: 401, one identical body for all."
+)
 
 
 def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, Any]]:
@@ -148,9 +183,10 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
                     "Warning",
                 )
             },
-            description="For reviewers of its organisation, and for candidates with a usable key of this "
-            "assessment. Missing, deleted, another organisation's, or not a UUID: 404.",
-            security=[{"bearerAuth": []}, {"candidateKey": []}],
+            description="For reviewers of its organisation (missing, deleted, another organisation's, or "
+            "not a UUID: 404), and for candidates of this assessment with its key (pending or active) or "
+            "their session's token (while the session is active). " + _CANDIDATE_REFUSED,
+            security=BEARER_OR_CANDIDATE,
             errors=(401, 404),
         ),
         (item, "DELETE"): _op(
@@ -194,7 +230,91 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
             "Get one OSS issue",
             "OSS issues",
             {"200": _ok("The issue.", "IssueEnvelope")},
+            description="For reviewers; and for a candidate (their key, or their session's token while the "
+            "session is active) the issue of their own assessment only. " + _CANDIDATE_REFUSED,
+            security=BEARER_OR_CANDIDATE,
             errors=(401, 404),
+        ),
+        (f"{item}/sessions", "GET"): _op(
+            "List the assessment's candidate sessions",
+            "Sessions",
+            {"200": _ok("Ordered by startedAt, then id.", "SessionList", "X-Projection-Stale", "Warning")},
+            description="One session per redeemed key that is not revoked. Without `limit` and `after`, the "
+            "whole list. Unknown query parameters are 400.",
+            parameters=query(ListQuerySchema, "sessions"),
+            errors=(400, 401, 404),
+        ),
+        ("/v1/sessions/<session_id>", "GET"): _op(
+            "Get one candidate session",
+            "Sessions",
+            {"200": _ok("The session.", "SessionEnvelope", "X-Projection-Stale", "Warning")},
+            description="Missing, of a revoked key or a deleted assessment, another organisation's, or not a "
+            "UUID: 404.",
+            errors=(401, 404),
+        ),
+        ("/v1/candidate/consent", "GET"): _op(
+            "Read the disclosure and whether the key consented to it",
+            "Candidate",
+            {"200": _ok("The current disclosure and its hash.", "ConsentStatus")},
+            description="The candidate's first call, with the key in the query. `disclosureHash` is the "
+            "SHA-256 (hex) of `disclosure` serialised as compact JSON in the order shown, UTF-8 unescaped. "
+            + _CANDIDATE_REFUSED,
+            security=NO_CREDENTIALS,
+            parameters=query(ConsentQuerySchema, "consent"),
+            errors=(400, 401, (409, "KeyCompleted")),
+        ),
+        ("/v1/candidate/consent", "POST"): _op(
+            "Consent to the disclosure",
+            "Candidate",
+            {"200": _ok("Recorded (a repeat records nothing new and answers the same).", "ConsentRecorded")},
+            description="Send the `disclosureHash` that was shown; without it, the consent is to the current "
+            "disclosure. " + _CANDIDATE_REFUSED,
+            security=NO_CREDENTIALS,
+            body=ConsentSchema,
+            errors=(400, 401, (409, "ConsentConflict")),
+        ),
+        ("/v1/candidate/redeem", "POST"): _op(
+            "Redeem the key: start the session, or resume it",
+            "Candidate",
+            {
+                "200": _ok(
+                    "The session, with a new session token: a pending key's session starts; an active key's "
+                    "goes on (the same `sessionId`, and earlier tokens keep working until it ends).",
+                    "Redemption",
+                )
+            },
+            description="Needs a consent to the current disclosure. " + _CANDIDATE_REFUSED,
+            security=NO_CREDENTIALS,
+            body=RedeemSchema,
+            errors=(400, 401, 403, (409, "KeyCompleted")),
+        ),
+        ("/v1/candidate/device-check", "POST"): _op(
+            "Report the candidate's device at a checkpoint",
+            "Candidate",
+            {"200": _ok("Recorded: a salted hash of the fingerprint, never its values.", "DeviceChecked")},
+            description="With the session token as `X-API-Key`, checked before the body. Whether the device "
+            "differs from the session's first shows on the session. A token whose session is not active: "
+            "401.",
+            security=SESSION_TOKEN,
+            body=DeviceCheckSchema,
+            errors=(400, 401, 409),
+        ),
+        ("/v1/candidate/complete", "POST"): _op(
+            "Complete the session",
+            "Candidate",
+            {"200": _ok("Completed; a repeat answers the first completion's time.", "Completed")},
+            description="Before the session's deadline. A `sessionId` that is not the key's session: 401. "
+            + _CANDIDATE_REFUSED,
+            security=NO_CREDENTIALS,
+            body=CompleteSchema,
+            errors=(400, 401, (409, "CompleteConflict")),
+        ),
+        ("/v1/health", "GET"): _op(
+            "Reachability, for the candidate's client",
+            "Candidate",
+            {"200": _ok("The service answers; touches neither the database nor the broker.", _HEALTH)},
+            security=NO_CREDENTIALS,
+            errors=(),
         ),
         ("/healthz", "GET"): _op(
             "Liveness: the process answers",

@@ -3,6 +3,7 @@ in it, and real responses of the API valid against the schemas it documents for 
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from referencing.jsonschema import DRAFT202012
 from api.schemas import STRICT_INTEGER_NOTE
 from cli import bootstrap
 from tests.e2e.helpers import MISSING, body, create, issue_keys
-from tests.support.system import Client, System
+from tests.support.system import Client, MovableClock, System
 
 #: Rules that serve the document itself, not the API it describes.
 SELF_RULES = {"/openapi.json", "/docs", "/docs/assets/<name>"}
@@ -83,7 +84,20 @@ def test_the_document_has_no_route_the_app_does_not_serve(shared_system: System,
     assert documented - app_operations(shared_system) == set()
 
 
-def test_reviewer_routes_take_a_bearer_token_and_only_get_one_also_a_candidate_key(spec: dict[str, Any]):
+#: The candidate's calls that carry the key in the query or the body, and the client's
+#: reachability check: no credential header.
+WITHOUT_CREDENTIALS = {
+    "GET /v1/candidate/consent",
+    "POST /v1/candidate/consent",
+    "POST /v1/candidate/redeem",
+    "POST /v1/candidate/complete",
+    "GET /v1/health",
+}
+#: Reads open to reviewers and to a candidate of the assessment, by key or session token.
+CANDIDATE_READS = {"GET /v1/assessments/{assessmentId}", "GET /v1/issues/{issueId}"}
+
+
+def test_reviewer_routes_take_a_bearer_token_and_candidates_their_key_or_session_token(spec: dict[str, Any]):
     schemes = {
         f"{method.upper()} {path}": sorted(
             name for requirement in operation["security"] for name in requirement
@@ -94,15 +108,43 @@ def test_reviewer_routes_take_a_bearer_token_and_only_get_one_also_a_candidate_k
         if method in METHODS
     }
 
-    assert schemes.pop("GET /v1/assessments/{assessmentId}") == ["bearerAuth", "candidateKey"]
+    for label in CANDIDATE_READS:
+        assert schemes.pop(label) == ["bearerAuth", "candidateKey", "sessionToken"], label
+        assert len(spec_operation(spec, label)["security"]) == 3, "any one of the three, not all together"
+    assert schemes.pop("POST /v1/candidate/device-check") == ["sessionToken"]
+    for label in WITHOUT_CREDENTIALS:
+        assert schemes.pop(label) == [], label
     assert schemes and set(map(tuple, schemes.values())) == {("bearerAuth",)}
-    candidate_key = spec["components"]["securitySchemes"]["candidateKey"]
-    assert (candidate_key["type"], candidate_key["in"], candidate_key["name"]) == (
-        "apiKey",
-        "header",
-        "X-API-Key",
-    )
+    for name in ("candidateKey", "sessionToken"):
+        scheme = spec["components"]["securitySchemes"][name]
+        assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-API-Key")
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+def spec_operation(spec: dict[str, Any], label: str) -> dict[str, Any]:
+    method, path = label.split(" ", 1)
+    return spec["paths"][path][method.lower()]
+
+
+def test_candidate_errors_are_documented_with_their_codes(spec: dict[str, Any]):
+    def responses(label: str) -> dict[str, str]:
+        return {
+            status: response["$ref"].rsplit("/", 1)[-1]
+            for status, response in spec_operation(spec, label)["responses"].items()
+            if "$ref" in response
+        }
+
+    assert responses("POST /v1/candidate/redeem")["403"] == "ConsentRequired"
+    assert responses("POST /v1/candidate/redeem")["409"] == "KeyCompleted"
+    assert responses("POST /v1/candidate/consent")["409"] == "ConsentConflict"
+    assert responses("POST /v1/candidate/complete")["409"] == "CompleteConflict"
+    codes = {
+        name: response["content"]["application/json"]["schema"]["properties"]["error"]["properties"]["code"]
+        for name, response in spec["components"]["responses"].items()
+        if "allOf" in response["content"]["application/json"]["schema"]
+    }
+    assert codes["ConsentRequired"] == {"enum": ["consent_required"]}
+    assert codes["CompleteConflict"] == {"enum": ["conflict", "deadline_passed"]}
 
 
 def test_the_docs_page_renders_the_document(anonymous: Client):
@@ -222,6 +264,7 @@ class Callers:
     anonymous: Client
     candidate: Callable[[str], Client]
     issue: dict[str, Any]
+    clock: MovableClock
 
 
 CASES: list[tuple[str, int, Callable[[Callers], requests.Response]]] = []
@@ -351,6 +394,244 @@ def _(c: Callers):
     return c.anonymous.get("/healthz")
 
 
+# --- the candidate's side, as the client plays it, and the reviewers' sessions
+
+SIGNING_KEY = base64.b64encode(bytes(range(32))).decode()
+FINGERPRINT = {"os": "linux", "arch": "x86_64", "cpus": 8}
+
+
+def invited(c: Callers, **overrides: Any) -> tuple[dict[str, Any], str]:
+    """An assessment and one key string of it."""
+    assessment = create(c.client, **overrides)
+    return assessment, issue_keys(c.client, assessment["id"])[0]["key"]
+
+
+def consented(c: Callers, **overrides: Any) -> tuple[dict[str, Any], str]:
+    assessment, key = invited(c, **overrides)
+    shown = c.anonymous.get("/v1/candidate/consent", params={"key": key})
+    assert shown.status_code == 200, shown.text
+    sent = {"key": key, "disclosureHash": shown.json()["disclosureHash"]}
+    assert c.anonymous.post("/v1/candidate/consent", json=sent).status_code == 200
+    return assessment, key
+
+
+def redeemed(c: Callers, **overrides: Any) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    assessment, key = consented(c, **overrides)
+    response = c.anonymous.post("/v1/candidate/redeem", json={"key": key})
+    assert response.status_code == 200, response.text
+    return assessment, key, response.json()
+
+
+def completed(c: Callers, **overrides: Any) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    assessment, key, session = redeemed(c, **overrides)
+    done = c.anonymous.post("/v1/candidate/complete", json={"sessionId": session["sessionId"], "key": key})
+    assert done.status_code == 200, done.text
+    return assessment, key, session
+
+
+@case("candidate: the disclosure", 200)
+def _(c: Callers):
+    return c.anonymous.get("/v1/candidate/consent", params={"key": invited(c)[1]})
+
+
+@case("candidate: the disclosure, consented", 200)
+def _(c: Callers):
+    return c.anonymous.get("/v1/candidate/consent", params={"key": consented(c)[1]})
+
+
+@case("candidate: consent", 200)
+def _(c: Callers):
+    key = invited(c)[1]
+    shown = c.anonymous.get("/v1/candidate/consent", params={"key": key}).json()
+    sent = {"key": key, "disclosureHash": shown["disclosureHash"]}
+    return c.anonymous.post("/v1/candidate/consent", json=sent)
+
+
+@case("candidate: consent without a hash, repeated", 200)
+def _(c: Callers):
+    return c.anonymous.post("/v1/candidate/consent", json={"key": consented(c)[1], "disclosureHash": None})
+
+
+@case("candidate: redeem", 200)
+def _(c: Callers):
+    key = consented(c, repoUrl="https://github.com/acme/api", timeLimitMinutes=60)[1]
+    return c.anonymous.post(
+        "/v1/candidate/redeem", json={"key": key, "candidateName": "Ada", "signingPubKey": SIGNING_KEY}
+    )
+
+
+@case("candidate: redeem a key of an OSS issue, no time limit", 200)
+def _(c: Callers):
+    key = consented(c, issueId=c.issue["id"], taskBrief=MISSING, repoUrl=None, timeLimitMinutes=None)[1]
+    return c.anonymous.post("/v1/candidate/redeem", json={"key": key, "candidateName": None})
+
+
+@case("candidate: redeem an active key again", 200)
+def _(c: Callers):
+    return c.anonymous.post("/v1/candidate/redeem", json={"key": redeemed(c)[1]})
+
+
+@case("candidate: device check", 200)
+def _(c: Callers):
+    token = redeemed(c)[2]["sessionToken"]
+    return c.candidate(token).post(
+        "/v1/candidate/device-check", json={"checkpoint": "start", "fingerprint": FINGERPRINT}
+    )
+
+
+@case("candidate: complete", 200)
+def _(c: Callers):
+    _, key, session = redeemed(c)
+    return c.anonymous.post("/v1/candidate/complete", json={"sessionId": session["sessionId"], "key": key})
+
+
+@case("candidate: complete, repeated", 200)
+def _(c: Callers):
+    _, key, session = completed(c)
+    return c.anonymous.post("/v1/candidate/complete", json={"sessionId": session["sessionId"], "key": key})
+
+
+@case("candidate: get the assessment with a session token", 200)
+def _(c: Callers):
+    assessment, _, session = redeemed(c)
+    return c.candidate(session["sessionToken"]).get(f"/v1/assessments/{assessment['id']}")
+
+
+@case("candidate: get the assessment's issue with the key", 200)
+def _(c: Callers):
+    key = invited(c, issueId=c.issue["id"])[1]
+    return c.candidate(key).get(f"/v1/issues/{c.issue['id']}")
+
+
+@case("candidate: get the assessment's issue with a session token", 200)
+def _(c: Callers):
+    token = redeemed(c, issueId=c.issue["id"])[2]["sessionToken"]
+    return c.candidate(token).get(f"/v1/issues/{c.issue['id']}")
+
+
+@case("candidate: reachability", 200)
+def _(c: Callers):
+    return c.anonymous.get("/v1/health")
+
+
+@case("sessions of an assessment", 200)
+def _(c: Callers):
+    assessment, key, session = redeemed(c, issueId=c.issue["id"])
+    c.candidate(session["sessionToken"]).post(
+        "/v1/candidate/device-check", json={"checkpoint": "start", "fingerprint": FINGERPRINT}
+    )
+    (other,) = issue_keys(c.client, assessment["id"])
+    c.anonymous.post("/v1/candidate/consent", json={"key": other["key"]})
+    c.anonymous.post("/v1/candidate/redeem", json={"key": other["key"], "signingPubKey": SIGNING_KEY})
+    c.anonymous.post("/v1/candidate/complete", json={"sessionId": session["sessionId"], "key": key})
+    return c.client.get(f"/v1/assessments/{assessment['id']}/sessions")
+
+
+@case("sessions, a page with more after it", 200)
+def _(c: Callers):
+    assessment = create(c.client)
+    for issued in issue_keys(c.client, assessment["id"], count=2):
+        c.anonymous.post("/v1/candidate/consent", json={"key": issued["key"]})
+        assert c.anonymous.post("/v1/candidate/redeem", json={"key": issued["key"]}).status_code == 200
+    return c.client.get(f"/v1/assessments/{assessment['id']}/sessions", params={"limit": 1})
+
+
+@case("sessions, none yet, paged", 200)
+def _(c: Callers):
+    return c.client.get(f"/v1/assessments/{invited(c)[0]['id']}/sessions", params={"limit": 5})
+
+
+@case("one session", 200)
+def _(c: Callers):
+    return c.client.get(f"/v1/sessions/{completed(c)[2]['sessionId']}")
+
+
+@case("one session, expired", 200)
+def _(c: Callers):
+    session = redeemed(c, timeLimitMinutes=30)[2]
+    c.clock.advance(minutes=30, seconds=1)
+    return c.client.get(f"/v1/sessions/{session['sessionId']}")
+
+
+@case("redeem without consent", 403)
+def _(c: Callers):
+    return c.anonymous.post("/v1/candidate/redeem", json={"key": invited(c)[1]})
+
+
+@case("candidate: the disclosure of a completed key", 409)
+def _(c: Callers):
+    return c.anonymous.get("/v1/candidate/consent", params={"key": completed(c)[1]})
+
+
+@case("consent to a text that was not shown", 409)
+def _(c: Callers):
+    return c.anonymous.post("/v1/candidate/consent", json={"key": invited(c)[1], "disclosureHash": "0" * 64})
+
+
+@case("redeem a completed key", 409)
+def _(c: Callers):
+    return c.anonymous.post("/v1/candidate/redeem", json={"key": completed(c)[1]})
+
+
+@case("complete before redeeming", 409)
+def _(c: Callers):
+    sent = {"sessionId": str(uuid.uuid4()), "key": invited(c)[1]}
+    return c.anonymous.post("/v1/candidate/complete", json=sent)
+
+
+@case("complete after the deadline", 409)
+def _(c: Callers):
+    _, key, session = redeemed(c, timeLimitMinutes=30)
+    c.clock.advance(minutes=30, seconds=1)
+    return c.anonymous.post("/v1/candidate/complete", json={"sessionId": session["sessionId"], "key": key})
+
+
+@case("redeem with a malformed signing key", 400)
+def _(c: Callers):
+    key = consented(c)[1]
+    return c.anonymous.post("/v1/candidate/redeem", json={"key": key, "signingPubKey": "bm90IDMyIGJ5dGVz"})
+
+
+@case("sessions with a limit out of range", 400)
+def _(c: Callers):
+    return c.client.get(f"/v1/assessments/{create(c.client)['id']}/sessions", params={"limit": 0})
+
+
+@case("redeem an unknown key", 401)
+def _(c: Callers):
+    return c.anonymous.post("/v1/candidate/redeem", json={"key": "PST-ABCD-EFGH"})
+
+
+@case("device check without a session token", 401)
+def _(c: Callers):
+    return c.anonymous.post("/v1/candidate/device-check", json={"checkpoint": "start", "fingerprint": {}})
+
+
+@case("get an issue with a key of an assessment without it", 401)
+def _(c: Callers):
+    return c.candidate(invited(c)[1]).get(f"/v1/issues/{c.issue['id']}")
+
+
+@case("sessions without a token", 401)
+def _(c: Callers):
+    return c.anonymous.get(f"/v1/assessments/{create(c.client)['id']}/sessions")
+
+
+@case("a missing session", 404)
+def _(c: Callers):
+    return c.client.get(f"/v1/sessions/{uuid.uuid4()}")
+
+
+@case("sessions of a missing assessment", 404)
+def _(c: Callers):
+    return c.client.get(f"/v1/assessments/{uuid.uuid4()}/sessions")
+
+
+@case("redeem with a form body", 415)
+def _(c: Callers):
+    return c.anonymous.post("/v1/candidate/redeem", data={"key": "PST-ABCD-EFGH"})
+
+
 @case("create with an unknown field", 400)
 def _(c: Callers):
     return c.client.post("/v1/assessments", json=body(timeLimit=30))
@@ -437,8 +718,8 @@ def _(c: Callers):
 
 
 @pytest.fixture
-def callers(client: Client, anonymous: Client, candidate, issue: dict[str, Any]) -> Iterator[Callers]:
-    yield Callers(client, anonymous, candidate, issue)
+def callers(client: Client, anonymous: Client, candidate, issue: dict[str, Any], clock) -> Iterator[Callers]:
+    yield Callers(client, anonymous, candidate, issue, clock)
 
 
 @pytest.mark.parametrize(("name", "status", "send"), CASES, ids=[name for name, _, _ in CASES])
@@ -648,3 +929,101 @@ def test_the_document_allows_an_idempotency_key_exactly_when_the_api_accepts_it(
         documented,
         response.text,
     )
+
+
+REDEEM_BODIES = [
+    ("key alone", {}, True),
+    ("nulls", {"candidateName": None, "signingPubKey": None}, True),
+    ("a name", {"candidateName": "Ada"}, True),
+    ("a blank name", {"candidateName": "\u200b "}, False),
+    ("a name of 256", {"candidateName": "n" * 256}, False),
+    ("a signing key", {"signingPubKey": SIGNING_KEY}, True),
+    ("a signing key without its padding", {"signingPubKey": SIGNING_KEY.rstrip("=")}, False),
+    ("a signing key of 31 bytes", {"signingPubKey": base64.b64encode(bytes(31)).decode()}, False),
+    ("a signing key of 33 bytes", {"signingPubKey": base64.b64encode(bytes(33)).decode()}, False),
+    ("a signing key in base64url", {"signingPubKey": base64.urlsafe_b64encode(b"\xfb" * 32).decode()}, False),
+    ("a signing key with a space", {"signingPubKey": SIGNING_KEY[:10] + " " + SIGNING_KEY[10:]}, False),
+    ("an unknown field", {"publicKey": SIGNING_KEY}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "accepted"), [c[1:] for c in REDEEM_BODIES], ids=[c[0] for c in REDEEM_BODIES]
+)
+def test_the_document_allows_a_redeem_body_exactly_when_the_api_accepts_it(
+    spec, client, anonymous, fields, accepted
+):
+    assessment = create(client)
+    key = issue_keys(client, assessment["id"])[0]["key"]
+    assert anonymous.post("/v1/candidate/consent", json={"key": key}).status_code == 200
+    sent = {"key": key, **fields}
+
+    documented = request_violations(spec, "/components/schemas/Redeem", sent)
+    response = anonymous.post("/v1/candidate/redeem", json=sent)
+
+    assert (documented == [], response.status_code == 200) == (accepted, accepted), (
+        documented,
+        response.text,
+    )
+
+
+def nested(levels: int) -> Any:
+    """`levels` arrays, one inside the other, around a string."""
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+DEVICE_CHECK_BODIES = [
+    ("flat", {"checkpoint": "start", "fingerprint": FINGERPRINT}, True),
+    ("empty fingerprint", {"checkpoint": "start", "fingerprint": {}}, True),
+    ("15 levels inside the fingerprint", {"checkpoint": "start", "fingerprint": {"deep": nested(15)}}, True),
+    ("a NUL in a property name", {"checkpoint": "start", "fingerprint": {"o\x00s": "linux"}}, False),
+    ("a NUL in a nested string", {"checkpoint": "start", "fingerprint": {"os": ["linux\x00"]}}, False),
+    ("a blank checkpoint", {"checkpoint": "\u2060", "fingerprint": {}}, False),
+    ("a fingerprint that is not an object", {"checkpoint": "start", "fingerprint": ["linux"]}, False),
+    ("no fingerprint", {"checkpoint": "start"}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("sent", "accepted"), [c[1:] for c in DEVICE_CHECK_BODIES], ids=[c[0] for c in DEVICE_CHECK_BODIES]
+)
+def test_the_document_allows_a_device_check_body_exactly_when_the_api_accepts_it(
+    spec, client, anonymous, candidate, sent, accepted
+):
+    token = _session_token(client, anonymous)
+
+    documented = request_violations(spec, "/components/schemas/DeviceCheck", sent)
+    response = candidate(token).post("/v1/candidate/device-check", json=sent)
+
+    assert (documented == [], response.status_code == 200) == (accepted, accepted), (
+        documented,
+        response.text,
+    )
+
+
+def test_a_fingerprint_nested_deeper_than_a_body_may_is_refused_as_the_document_says_in_words(
+    spec, client, anonymous, candidate
+):
+    """JSON Schema cannot count levels of a recursive value: the fingerprint's description
+    states the bound every body has."""
+    token = _session_token(client, anonymous)
+    sent = {"checkpoint": "start", "fingerprint": {"deep": nested(16)}}
+
+    assert (
+        "at most 15 levels"
+        in spec["components"]["schemas"]["DeviceCheck"]["properties"]["fingerprint"]["description"]
+    )
+    assert request_violations(spec, "/components/schemas/DeviceCheck", sent) == []
+    response = candidate(token).post("/v1/candidate/device-check", json=sent)
+    assert response.status_code == 400 and list(response.json()["error"]["details"]) == ["fingerprint"]
+
+
+def _session_token(client: Client, anonymous: Client) -> str:
+    key = issue_keys(client, create(client)["id"])[0]["key"]
+    assert anonymous.post("/v1/candidate/consent", json={"key": key}).status_code == 200
+    redeemed = anonymous.post("/v1/candidate/redeem", json={"key": key})
+    assert redeemed.status_code == 200, redeemed.text
+    return redeemed.json()["sessionToken"]

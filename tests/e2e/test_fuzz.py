@@ -58,9 +58,17 @@ OPERATIONS = [
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",
+    "GET /v1/assessments/{assessmentId}/sessions",
+    "GET /v1/sessions/{sessionId}",
+    "GET /v1/candidate/consent",
+    "POST /v1/candidate/consent",
+    "POST /v1/candidate/redeem",
+    "POST /v1/candidate/device-check",
+    "POST /v1/candidate/complete",
+    "GET /v1/health",
 ]
 #: Operations that take no input at all: there is nothing to break.
-WITHOUT_INPUT = {"GET /healthz", "GET /readyz", "GET /metrics"}
+WITHOUT_INPUT = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/health"}
 CASES = [
     (label, mode)
     for label in OPERATIONS
@@ -83,19 +91,36 @@ def test_every_operation_of_the_document_is_fuzzed(operations):
 
 @dataclass(frozen=True)
 class Existing:
-    """What the organisation has, for requests that follow the document to reach past a 404:
-    the document cannot know which ids exist, nor which issues the catalogue holds."""
+    """What the organisation has, for requests that follow the document to reach past a 404
+    (or a 401): the document cannot know which ids, keys and session tokens exist, nor which
+    issues the catalogue holds."""
 
     assessment_ids: list[str]
     key_ids: list[str]
     issue_ids: list[str]
+    keys: list[str]
+    session_ids: list[str]
+    session_tokens: list[str]
 
 
 @pytest.fixture
-def existing(client: Client, catalogue) -> Existing:
+def existing(client: Client, anonymous: Client, catalogue) -> Existing:
     assessments = [create(client)["id"] for _ in range(3)]
-    keys = [key["id"] for assessment_id in assessments for key in issue_keys(client, assessment_id, count=2)]
-    return Existing(assessments, keys, sorted(catalogue))
+    keys = [key for assessment_id in assessments for key in issue_keys(client, assessment_id, count=2)]
+    sessions = []
+    for key in keys[::2]:  # half the keys consented and redeemed: active sessions
+        assert anonymous.post("/v1/candidate/consent", json={"key": key["key"]}).status_code == 200
+        redeemed = anonymous.post("/v1/candidate/redeem", json={"key": key["key"]})
+        assert redeemed.status_code == 200, redeemed.text
+        sessions.append(redeemed.json())
+    return Existing(
+        assessments,
+        [key["id"] for key in keys],
+        sorted(catalogue),
+        [key["key"] for key in keys],
+        [session["sessionId"] for session in sessions],
+        [session["sessionToken"] for session in sessions],
+    )
 
 
 def with_existing_ids(case: Case, existing: Existing, data: st.DataObject) -> Case:
@@ -104,12 +129,20 @@ def with_existing_ids(case: Case, existing: Existing, data: st.DataObject) -> Ca
         "assessmentId": existing.assessment_ids,
         "keyId": existing.key_ids,
         "issueId": existing.issue_ids,
+        "sessionId": existing.session_ids,
     }
     for name, ids in choices.items():
         if case.path_parameters and name in case.path_parameters and data.draw(st.booleans()):
             case.path_parameters[name] = data.draw(st.sampled_from(ids))
     if isinstance(case.body, dict) and isinstance(case.body.get("issueId"), str):
         case.body["issueId"] = data.draw(st.sampled_from(existing.issue_ids))
+    for where, name, values in (
+        (case.body, "key", existing.keys),
+        (case.body, "sessionId", existing.session_ids),
+        (case.query, "key", existing.keys),
+    ):
+        if isinstance(where, dict) and isinstance(where.get(name), str) and data.draw(st.booleans()):
+            where[name] = data.draw(st.sampled_from(values))
     return case
 
 
@@ -129,6 +162,7 @@ def as_a_generated_client_sends(case: Case) -> Case:
 def test_the_api_answers_as_its_document_says(operations, org: IssuedToken, existing: Existing, label, mode):
     operation = operations[label]
     reviewer = {"Authorization": f"Bearer {org.token}"}
+    session_token = label == "POST /v1/candidate/device-check"
 
     @given(case=operation.as_strategy(generation_mode=mode), data=st.data())
     @settings(
@@ -139,8 +173,11 @@ def test_the_api_answers_as_its_document_says(operations, org: IssuedToken, exis
         suppress_health_check=list(HealthCheck),
     )
     def answers_as_documented(case: Case, data: st.DataObject):
+        headers = dict(reviewer)
         if mode is GenerationMode.POSITIVE:
             case = as_a_generated_client_sends(with_existing_ids(case, existing, data))
-        case.call_and_validate(headers=reviewer, checks=CHECKS)
+        if session_token and data.draw(st.booleans()):
+            headers["X-API-Key"] = data.draw(st.sampled_from(existing.session_tokens))
+        case.call_and_validate(headers=headers, checks=CHECKS)
 
     answers_as_documented()

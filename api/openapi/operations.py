@@ -56,6 +56,7 @@ _ERROR_RESPONSES = {
     401: "Unauthorized",
     404: "NotFound",
     409: "Conflict",
+    429: "RateLimited",
 }
 
 #: The operators' probes: only what a load balancer or an orchestrator decides on.
@@ -149,9 +150,11 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
                 )
             },
             description="For reviewers of its organisation, and for candidates with a usable key of this "
-            "assessment. Missing, deleted, another organisation's, or not a UUID: 404.",
+            "assessment. Missing, deleted, another organisation's, or not a UUID: 404. A client address "
+            "whose candidate keys were refused too often in the current window gets 429 for every "
+            "candidate request until the window ends (reviewers are not limited).",
             security=[{"bearerAuth": []}, {"candidateKey": []}],
-            errors=(401, 404),
+            errors=(401, 404, 429),
         ),
         (item, "DELETE"): _op(
             "Soft-delete an assessment and its candidate keys",

@@ -21,6 +21,7 @@ from api.http import (
     reviewer,
     services,
 )
+from api.limits import candidate_auth_limited
 from api.schemas import (
     AssessmentSchema,
     AssessmentWithIssueSchema,
@@ -169,8 +170,10 @@ def get_one(assessment_id: str):
     return _respond({"assessment": _from_stream(state)})
 
 
+@candidate_auth_limited
 def _get_as_candidate(key: str, assessment_id: str):
-    """Decided on the stream itself, so a revoke or delete is effective at once."""
+    """Decided on the stream itself, so a revoke or delete is effective at once. Limited per
+    client address (reviewers' requests are not: their tokens are long secrets)."""
     refused = ApiError(401, "This candidate key is not valid for this assessment.")
     stream_id = as_uuid(assessment_id)
     if stream_id is None or not key.isprintable():  # no key has a control character (or NUL)

@@ -19,6 +19,7 @@ from events.ports import Catalogue
 from events.runtime.settings import Settings
 from events.service import AssessmentService
 from events.sql import tenancy
+from events.sql.auth_limits import AuthLimiter
 from events.sql.token_cache import TokenCache
 from events.tenancy import Reviewer
 
@@ -45,6 +46,9 @@ class Services:
     catalogue: Catalogue
     #: Reviewer tokens in memory (PostgreSQL only; see `events.sql.token_cache`).
     tokens: TokenCache[Reviewer] | None = None
+    #: Failed candidate authentications per client, shared by every API process through the
+    #: database (see `api.limits`); None: unlimited.
+    auth_limiter: AuthLimiter | None = None
 
     def close(self) -> None:
         if self.tokens is not None:

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import create_app
 from api.http import Services
 from events.runtime.settings import Settings
 from events.service import AssessmentService
+from events.sql.auth_limits import AuthLimiter
 from events.sql.catalogue import SqlCatalogue
 from events.sql.dialect import dialect_of
 from events.sql.engine import autocommit, make_engine
@@ -75,16 +77,35 @@ def assessment_service(
 # --- the processes --------------------------------------------------------------------------
 
 
+def auth_limiter(settings: Settings, engine: Engine) -> AuthLimiter:
+    """Failed candidate authentications per client, counted in the database that every API
+    process shares."""
+    return AuthLimiter(
+        autocommit(engine), settings.candidate_auth_limit, settings.candidate_auth_window_seconds
+    )
+
+
 def api_services(settings: Settings, engine: Engine | None = None) -> Services:
     engine = engine or api_engine(settings)
     service = assessment_service(engine)
     tokens = dialect_of(engine).token_cache(engine)
-    return Services(settings, autocommit(engine), service, service.catalogue, tokens)
+    limiter = auth_limiter(settings, engine)
+    return Services(settings, autocommit(engine), service, service.catalogue, tokens, limiter)
+
+
+def behind_proxies(app: Flask, settings: Settings) -> Flask:
+    """With `trusted_proxies` reverse proxies in front of the API, the client is the address
+    the outermost of them saw (X-Forwarded-For, counted from the right); without any, the
+    socket's peer, since a client can write that header itself. Only the address is taken
+    from the proxies."""
+    if settings.trusted_proxies > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0)
+    return app
 
 
 def api_app(settings: Settings, engine: Engine | None = None) -> Flask:
     """The app; nothing connects until the first request needs it."""
-    return create_app(api_services(settings, engine))
+    return behind_proxies(create_app(api_services(settings, engine)), settings)
 
 
 def relay(
@@ -158,5 +179,6 @@ def dev(settings: Settings) -> DevParts:
     store.on_append.append(relay_.wake)  # no LISTEN/NOTIFY on SQLite: the store wakes it
     worker_ = InProcessWorker(event_handler(engine, store), broker)
     service = assessment_service(engine, store)
-    services = Services(settings, autocommit(engine), service, service.catalogue)
-    return DevParts(engine, create_app(services), relay_, worker_)
+    limiter = auth_limiter(settings, engine)
+    services = Services(settings, autocommit(engine), service, service.catalogue, auth_limiter=limiter)
+    return DevParts(engine, behind_proxies(create_app(services), settings), relay_, worker_)

@@ -9,7 +9,7 @@ import uuid
 
 from flask import Flask, g, request
 
-from api import assessments, health, issues, metrics
+from api import assessments, candidate, health, issues, metrics, sessions
 from api.errors import register_error_handlers
 from api.http import EXTENSION, PathSegment, Services
 
@@ -31,6 +31,8 @@ def create_app(services: Services) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(assessments.bp)
     app.register_blueprint(issues.bp)
+    app.register_blueprint(candidate.bp)
+    app.register_blueprint(sessions.bp)
     from api import openapi  # `/openapi.json` and `/docs`, built lazily from the URL map
 
     openapi.register(app)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request, url_for
+from flask import Blueprint, g, request, url_for
 
-from api.errors import ApiError, invalid, not_found
+from api.errors import invalid, not_found
 from api.http import (
     Candidate,
     as_uuid,
@@ -17,7 +16,9 @@ from api.http import (
     json_body,
     path_uuid,
     query_args,
+    read_fresh,
     requires_reviewer,
+    respond,
     reviewer,
     services,
 )
@@ -33,9 +34,9 @@ from api.schemas import (
     compile_dump,
 )
 from events import codec
-from events.aggregate import Assessment, AssessmentDetails, CandidateKey, issued_key
-from events.model import AssessmentCreated, Metadata, utcnow
-from events.service import CandidateRefused, Idempotency
+from events.aggregate import Assessment, AssessmentDetails, CandidateKey, CandidateRefused, issued_key
+from events.model import AssessmentCreated, Metadata
+from events.service import Idempotency
 from projections import queries
 
 bp = Blueprint("assessments", __name__, url_prefix="/v1/assessments")
@@ -50,7 +51,6 @@ _ISSUE_KEYS_SCHEMA = IssueKeysSchema()
 _LIST_QUERY_SCHEMA = ListQuerySchema()
 _HISTORY_QUERY_SCHEMA = HistoryQuerySchema()
 
-STALE_HEADERS = {"Warning": '110 - "Response is Stale"', "X-Projection-Stale": "true"}
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -60,23 +60,6 @@ def _metadata() -> Metadata:
         actor=f"token:{reviewer().token_prefix}",
         correlation_id=g.get("request_id"),
     )
-
-
-def _read_fresh(stream_id: uuid.UUID | None = None) -> bool:
-    """Read-your-writes: wait (bounded) for the worker to apply this org's earlier writes."""
-    svc = services()
-    return queries.wait_until_projected(
-        svc.engine, reviewer().org_id, svc.settings.read_wait_seconds, stream_id
-    )
-
-
-def _respond(body: dict[str, Any], fresh: bool = True, status: int = 200, headers: dict | None = None):
-    response = jsonify(body)
-    response.status_code = status
-    response.headers.update(headers or {})
-    if not fresh:
-        response.headers.update(STALE_HEADERS)
-    return response
 
 
 # --- create, with Idempotency-Key -------------------------------------------------------
@@ -116,7 +99,7 @@ def create():
     headers = {"Location": url_for("assessments.get_one", assessment_id=created.event.assessment_id)}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return _respond({"assessment": _dump_assessment(_view(created.event))}, status=201, headers=headers)
+    return respond({"assessment": _dump_assessment(_view(created.event))}, status=201, headers=headers)
 
 
 def _view(created: AssessmentCreated) -> dict[str, Any]:
@@ -132,7 +115,7 @@ def _view(created: AssessmentCreated) -> dict[str, Any]:
 def list_all():
     args = _LIST_QUERY_SCHEMA.load(query_args())
     paged = "limit" in args or "after" in args
-    fresh = _read_fresh()
+    fresh = read_fresh()
     try:
         with services().engine.connect() as conn:
             found, next_cursor = queries.list_assessments(
@@ -143,7 +126,7 @@ def list_all():
     body: dict[str, Any] = {"assessments": [_with_issue(item) for item in found]}
     if paged:
         body["nextCursor"] = next_cursor
-    return _respond(body, fresh)
+    return respond(body, fresh)
 
 
 def _with_issue(item: queries.AssessmentWithIssue) -> dict[str, Any]:
@@ -157,32 +140,29 @@ def get_one(assessment_id: str):
         return _get_as_candidate(who.key, assessment_id)
     g.reviewer = who
     stream_id = path_uuid(assessment_id, "Assessment")
-    fresh = _read_fresh(stream_id)
+    fresh = read_fresh(stream_id)
     with services().engine.connect() as conn:
         found = queries.get_assessment(conn, who.org_id, stream_id)
     if found is not None:
-        return _respond({"assessment": _with_issue(found)}, fresh)
+        return respond({"assessment": _with_issue(found)}, fresh)
     if fresh:
         raise not_found("Assessment")
     # The worker is behind: the caller's own create may not be projected yet. The stream is
     # the truth (and short), so answer from it rather than deny a write that happened.
     state = services().assessments.load_owned(who.org_id, stream_id)
-    return _respond({"assessment": _from_stream(state)})
+    return respond({"assessment": _from_stream(state)})
 
 
 @candidate_auth_limited
-def _get_as_candidate(key: str, assessment_id: str):
-    """Decided on the stream itself, so a revoke or delete is effective at once. Limited per
-    client address (reviewers' requests are not: their tokens are long secrets)."""
-    refused = ApiError(401, "This candidate key is not valid for this assessment.")
+def _get_as_candidate(credential: str, assessment_id: str):
+    """A key (pending or active) or a session token (session active) of this assessment,
+    decided on the stream itself, so a revoke, a delete or the deadline is effective at once.
+    Limited per client address (reviewers' requests are not: their tokens are long secrets)."""
     stream_id = as_uuid(assessment_id)
-    if stream_id is None or not key.isprintable():  # no key has a control character (or NUL)
-        raise refused
-    try:
-        state = services().assessments.authorise_candidate(key, stream_id)
-    except CandidateRefused:
-        raise refused from None
-    return _respond({"assessment": _from_stream(state)})
+    if stream_id is None or not credential.isprintable():  # no credential has a control character
+        raise CandidateRefused()
+    state = services().candidates.assessment_for(credential, stream_id)
+    return respond({"assessment": _from_stream(state)})
 
 
 def _from_stream(state: Assessment) -> dict[str, Any]:
@@ -197,7 +177,7 @@ def _from_stream(state: Assessment) -> dict[str, Any]:
 def delete(assessment_id: str):
     stream_id = path_uuid(assessment_id, "Assessment")
     services().assessments.delete(reviewer().org_id, stream_id, _metadata())
-    return _respond({"ok": True, "id": str(stream_id)})
+    return respond({"ok": True, "id": str(stream_id)})
 
 
 # --- history -----------------------------------------------------------------------------
@@ -224,7 +204,7 @@ def history(assessment_id: str):
     recorded = services().assessments.history(reviewer().org_id, stream_id)
     page = [r for r in recorded if r.stream_version > args["after"]][: args["limit"]]
     more = bool(page) and page[-1].stream_version < recorded[-1].stream_version
-    return _respond(
+    return respond(
         {
             "events": [_history_item(r) for r in page],
             "nextCursor": str(page[-1].stream_version) if more else None,
@@ -237,7 +217,7 @@ def history(assessment_id: str):
 
 def _key_view(row: CandidateKey, key: str | None) -> dict[str, Any]:
     """`key` comes from the key's reservation: neither the events nor the projection hold it."""
-    return _dump_candidate_key({**vars(row), "key": key, "status": row.status_at(utcnow())})
+    return _dump_candidate_key({**vars(row), "key": key, "status": row.status_at(services().clock())})
 
 
 @bp.post("/<assessment_id>/keys")
@@ -252,21 +232,21 @@ def issue_keys(assessment_id: str):
     )
     keys = [issued_key(r.event) for r in recorded]
     strings = services().assessments.key_strings([row.id for row in keys])
-    return _respond({"keys": [_key_view(row, strings.get(row.id)) for row in keys]}, status=201)
+    return respond({"keys": [_key_view(row, strings.get(row.id)) for row in keys]}, status=201)
 
 
 @bp.get("/<assessment_id>/keys")
 @requires_reviewer
 def list_keys(assessment_id: str):
     stream_id = path_uuid(assessment_id, "Assessment")
-    fresh = _read_fresh(stream_id)
+    fresh = read_fresh(stream_id)
     with services().engine.connect() as conn:
         if queries.get_assessment(conn, reviewer().org_id, stream_id) is None:
             if fresh:
                 raise not_found("Assessment")
             services().assessments.load_owned(reviewer().org_id, stream_id)  # 404 if truly gone
         keys = queries.list_keys(conn, stream_id)
-    return _respond({"keys": [_key_view(listed.row, listed.key) for listed in keys]}, fresh)
+    return respond({"keys": [_key_view(listed.row, listed.key) for listed in keys]}, fresh)
 
 
 @bp.delete("/<assessment_id>/keys/<key_id>")
@@ -275,4 +255,4 @@ def revoke_key(assessment_id: str, key_id: str):
     stream_id = path_uuid(assessment_id, "Assessment")
     key_uuid = path_uuid(key_id, "Candidate key")
     services().assessments.revoke_key(reviewer().org_id, stream_id, key_uuid, _metadata())
-    return _respond({"ok": True, "id": str(key_uuid)})
+    return respond({"ok": True, "id": str(key_uuid)})

@@ -13,7 +13,16 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from events.aggregate import AssessmentNotFound, KeyNotFound
+from events.aggregate import (
+    AssessmentNotFound,
+    CandidateRefused,
+    ConsentRequired,
+    DeadlinePassed,
+    DisclosureOutdated,
+    KeyAlreadyCompleted,
+    KeyNotFound,
+    KeyNotRedeemed,
+)
 from events.ports import ConcurrencyConflict
 from events.service import IdempotencyKeyReused, UnknownIssue
 
@@ -36,6 +45,9 @@ _CODES = {
     501: "not_implemented",
     503: "unavailable",
 }
+
+
+CANDIDATE_REFUSED = "This candidate key or session is not valid."
 
 
 class ApiError(Exception):
@@ -63,13 +75,17 @@ def invalid(field: str, message: str) -> ApiError:
     return ApiError(400, "The request is invalid.", {field: [message]})
 
 
-def error_document(status: int, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The one error shape; also written by the HTTP server for requests it refuses itself."""
-    return {"error": {"code": _CODES.get(status, "error"), "message": message, "details": details or {}}}
+def error_document(
+    status: int, message: str, details: dict[str, Any] | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """The one error shape; also written by the HTTP server for requests it refuses itself.
+    `code` when the status's usual one is not precise enough for a client to act on."""
+    code = code or _CODES.get(status, "error")
+    return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-def error_response(status: int, message: str, details: dict[str, Any] | None = None):
-    response = jsonify(error_document(status, message, details))
+def error_response(status: int, message: str, details: dict[str, Any] | None = None, code: str | None = None):
+    response = jsonify(error_document(status, message, details, code))
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="assessments"'
@@ -107,6 +123,37 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(KeyNotFound)
     def _key_not_found(_error):
         return error_response(404, "Candidate key not found.")
+
+    @app.errorhandler(CandidateRefused)
+    def _candidate_refused(_error):
+        """Unknown, revoked, expired, of a deleted assessment, or not for this: one answer."""
+        return error_response(401, CANDIDATE_REFUSED)
+
+    @app.errorhandler(ConsentRequired)
+    def _consent_required(_error):
+        return error_response(
+            403,
+            "Consent to the current disclosure first (GET, then POST /v1/candidate/consent).",
+            code="consent_required",
+        )
+
+    @app.errorhandler(DisclosureOutdated)
+    def _disclosure_outdated(_error):
+        return error_response(
+            409, "The disclosure changed since it was shown: read it again (GET /v1/candidate/consent)."
+        )
+
+    @app.errorhandler(KeyAlreadyCompleted)
+    def _key_completed(_error):
+        return error_response(409, "This assessment was already completed with this key.")
+
+    @app.errorhandler(KeyNotRedeemed)
+    def _key_not_redeemed(_error):
+        return error_response(409, "This key's session has not started: redeem it first.")
+
+    @app.errorhandler(DeadlinePassed)
+    def _deadline_passed(_error):
+        return error_response(409, "The session's deadline has passed.", code="deadline_passed")
 
     @app.errorhandler(UnknownIssue)
     def _unknown_issue(_error):

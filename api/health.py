@@ -36,7 +36,7 @@ EXTENSION = "assessments.health"
 BROKER_CHECK_SECONDS = 1.0
 BROKER_TIMEOUT_SECONDS = 0.5
 AMQP_PORTS = {"amqp": 5672, "amqps": 5671}
-PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/v1/health"})
 
 Check = dict[str, Any]
 
@@ -44,6 +44,7 @@ Check = dict[str, Any]
 def register(app: Flask) -> None:
     app.extensions[EXTENSION] = Readiness()
     app.add_url_rule("/healthz", "healthz", healthz)
+    app.add_url_rule("/v1/health", "health", healthz)  # the candidate client's reachability check
     app.add_url_rule("/readyz", "readyz", readyz)
     app.add_url_rule("/metrics", "metrics", metrics_view)
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from functools import wraps
 from typing import Any
 
-from flask import current_app, g, request
+from flask import current_app, g, jsonify, request
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from api import text
 from api.errors import ApiError, not_found
+from events.candidates import CandidateService
 from events.ports import Catalogue
 from events.runtime.settings import Settings
 from events.service import AssessmentService
@@ -22,8 +24,10 @@ from events.sql import tenancy
 from events.sql.auth_limits import AuthLimiter
 from events.sql.token_cache import TokenCache
 from events.tenancy import Reviewer
+from projections import queries
 
 EXTENSION = "assessments"
+STALE_HEADERS = {"Warning": '110 - "Response is Stale"', "X-Projection-Stale": "true"}
 BEARER = "bearer "
 
 
@@ -43,12 +47,17 @@ class Services:
     #: For the reads of the projections (autocommit: every read stands alone).
     engine: Engine
     assessments: AssessmentService
+    candidates: CandidateService
     catalogue: Catalogue
     #: Reviewer tokens in memory (PostgreSQL only; see `events.sql.token_cache`).
     tokens: TokenCache[Reviewer] | None = None
     #: Failed candidate authentications per client, shared by every API process through the
     #: database (see `api.limits`); None: unlimited.
     auth_limiter: AuthLimiter | None = None
+
+    def clock(self) -> datetime:
+        """The service's time (tests move it): what a key's status is judged at."""
+        return self.assessments.clock()
 
     def close(self) -> None:
         if self.tokens is not None:
@@ -58,6 +67,23 @@ class Services:
 
 def services() -> Services:
     return current_app.extensions[EXTENSION]
+
+
+def read_fresh(stream_id: uuid.UUID | None = None) -> bool:
+    """Read-your-writes: wait (bounded) for the worker to apply this org's earlier writes."""
+    svc = services()
+    return queries.wait_until_projected(
+        svc.engine, reviewer().org_id, svc.settings.read_wait_seconds, stream_id
+    )
+
+
+def respond(body: dict[str, Any], fresh: bool = True, status: int = 200, headers: dict | None = None):
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    if not fresh:
+        response.headers.update(STALE_HEADERS)
+    return response
 
 
 def json_body() -> dict[str, Any]:

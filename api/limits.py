@@ -12,6 +12,7 @@ from api import metrics
 from api.clients import client_id
 from api.errors import ApiError
 from api.http import services
+from events.aggregate import CandidateRefused
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def candidate_auth_limited(view):
     """A client (`api.clients.client_id` of its address) that failed the limit's number of
     candidate authentications in the current window is refused with a 429 and Retry-After
     before the view runs, so a correct key is refused too: otherwise the limit would tell a
-    guesser which guess was right. A 401 from the view counts one failure; a 429 counts
+    guesser which guess was right. A refused candidate (a 401) from the view counts one failure; a 429 counts
     nothing, and anything else passes through untouched."""
 
     @wraps(view)
@@ -48,8 +49,8 @@ def candidate_auth_limited(view):
             raise ApiError(429, RATE_LIMITED, headers={"Retry-After": str(seconds)})
         try:
             return view(*args, **kwargs)
-        except ApiError as error:
-            if error.status == 401:
+        except (CandidateRefused, ApiError) as error:
+            if isinstance(error, CandidateRefused) or error.status == 401:
                 limiter.record_failure(client)
                 metrics.candidate_auth_failures.labels(route).inc()
             raise

@@ -98,7 +98,7 @@ def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - a fie
     )
 
 
-_NO_NUL = Pattern(text.NO_NUL_PATTERN, error=text.NUL_MESSAGE)
+NO_NUL = Pattern(text.NO_NUL_PATTERN, error=text.NUL_MESSAGE)
 
 
 def _rules(name: str) -> Rules:
@@ -136,7 +136,7 @@ def _request_field(field: dataclasses.Field, hint: Any) -> fields.Field:
         )
     if rules.visible:
         return Text(rules.max_length, **options)
-    return fields.String(validate=[validate.Length(max=rules.max_length), _NO_NUL], **options)
+    return fields.String(validate=[validate.Length(max=rules.max_length), NO_NUL], **options)
 
 
 def _response_field(hint: Any) -> fields.Field:
@@ -172,7 +172,7 @@ class CreateAssessmentSchema(_AssessmentDetailsSchema):
     issue (whose brief the service uses)."""
 
     task_brief = fields.String(
-        validate=[validate.Length(max=_rules("task_brief").max_length), _NO_NUL],
+        validate=[validate.Length(max=_rules("task_brief").max_length), NO_NUL],
         allow_none=True,
         metadata={
             "description": "Required, with at least one visible character, unless `issueId` is given; "
@@ -301,6 +301,8 @@ def _converter(field: fields.Field) -> Callable[[Any], Any]:
         return codec.format_time
     if isinstance(field, fields.UUID | fields.String):
         return str
+    if isinstance(field, fields.Boolean):
+        return bool
     if isinstance(field, fields.Integer):
         return int
     if isinstance(field, fields.Nested) and not field.many:

@@ -12,7 +12,9 @@ multiprocess registry each would open a file of its own in an API process that n
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -21,6 +23,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import create_app
 from api.http import Services
+from events.candidates import CandidateService
+from events.disclosure import Disclosure, InvalidDisclosure, disclosure_from
 from events.runtime.settings import Settings
 from events.service import AssessmentService
 from events.sql.auth_limits import AuthLimiter
@@ -85,12 +89,26 @@ def auth_limiter(settings: Settings, engine: Engine) -> AuthLimiter:
     )
 
 
-def api_services(settings: Settings, engine: Engine | None = None) -> Services:
+def candidate_service(settings: Settings, service: AssessmentService) -> CandidateService:
+    return CandidateService(service, load_disclosure(settings.disclosure_file))
+
+
+def load_disclosure(path: str) -> Disclosure:
+    """The disclosure file, checked now: a broken one stops the process at start-up."""
+    try:
+        return disclosure_from(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError) as error:
+        raise InvalidDisclosure(f"ASSESSMENTS_DISCLOSURE_FILE {path}: {error}") from error
+
+
+def api_services(settings: Settings, engine: Engine | None = None, **options: Any) -> Services:
+    """`options` go to the assessment service (tests pass a clock they can move)."""
     engine = engine or api_engine(settings)
-    service = assessment_service(engine)
+    service = assessment_service(engine, **options)
     tokens = dialect_of(engine).token_cache(engine)
+    candidates = candidate_service(settings, service)
     limiter = auth_limiter(settings, engine)
-    return Services(settings, autocommit(engine), service, service.catalogue, tokens, limiter)
+    return Services(settings, autocommit(engine), service, candidates, service.catalogue, tokens, limiter)
 
 
 def behind_proxies(app: Flask, settings: Settings) -> Flask:
@@ -103,9 +121,9 @@ def behind_proxies(app: Flask, settings: Settings) -> Flask:
     return app
 
 
-def api_app(settings: Settings, engine: Engine | None = None) -> Flask:
+def api_app(settings: Settings, engine: Engine | None = None, **options: Any) -> Flask:
     """The app; nothing connects until the first request needs it."""
-    return behind_proxies(create_app(api_services(settings, engine)), settings)
+    return behind_proxies(create_app(api_services(settings, engine, **options)), settings)
 
 
 def relay(
@@ -129,13 +147,14 @@ def relay(
     )
 
 
-def event_handler(engine: Engine, store: SqlEventStore | None = None) -> EventHandler:
-    """What the worker does with a batch: the projections, then the cascade."""
+def event_handler(engine: Engine, store: SqlEventStore | None = None, **options: Any) -> EventHandler:
+    """What the worker does with a batch: the projections, then the cascade; and its periodic
+    work. `options` go to its service (tests pass a clock they can move)."""
     from projections import default_projections
     from worker.handler import EventHandler
 
     store = store or event_store(engine)
-    return EventHandler(engine, store, default_projections(), AssessmentService(store))
+    return EventHandler(engine, store, default_projections(), AssessmentService(store, **options))
 
 
 def worker(
@@ -179,6 +198,9 @@ def dev(settings: Settings) -> DevParts:
     store.on_append.append(relay_.wake)  # no LISTEN/NOTIFY on SQLite: the store wakes it
     worker_ = InProcessWorker(event_handler(engine, store), broker)
     service = assessment_service(engine, store)
+    candidates = candidate_service(settings, service)
     limiter = auth_limiter(settings, engine)
-    services = Services(settings, autocommit(engine), service, service.catalogue, auth_limiter=limiter)
+    services = Services(
+        settings, autocommit(engine), service, candidates, service.catalogue, auth_limiter=limiter
+    )
     return DevParts(engine, behind_proxies(create_app(services), settings), relay_, worker_)

@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from cli import bootstrap
 from cli.progress import Progress
 from cli.supervisor import run_service
+from events.disclosure import InvalidDisclosure
 from events.rabbitmq.broker import BrokerMisconfigured
 from events.rabbitmq.republish import republish, select_events
 from events.runtime import logs, metrics
@@ -64,7 +65,7 @@ class Cli(click.Group):
             return super().invoke(ctx)
         except OperationalError as error:
             raise click.ClickException(f"cannot reach the database: {error.orig}") from None
-        except BrokerMisconfigured as error:
+        except (BrokerMisconfigured, InvalidDisclosure) as error:
             raise Misconfigured(str(error)) from None
 
 

@@ -160,5 +160,6 @@ OPTIONAL_SETTINGS = frozenset({"control_socket_disable"})
 
 
 def serve(settings: Settings, bind: str, workers: int) -> None:
+    bootstrap.load_disclosure(settings.disclosure_file)  # a broken file stops us here, not per worker
     metrics.clear_multiprocess_dir()
     ApiServer(settings, {**gunicorn_options(bind, workers), "loglevel": settings.log_level.lower()}).run()

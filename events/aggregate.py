@@ -14,13 +14,23 @@ from datetime import datetime, timedelta
 from functools import singledispatch
 from types import MappingProxyType
 
+from events.candidate import ACTIVE, KEY_EVENTS, PENDING, CandidateKey, evolve_key, issued_key
+from events.disclosure import Disclosure
 from events.keys import key_hint
 from events.model import (
+    DEADLINE_PASSED,
+    KEY_EXPIRED,
     AssessmentCreated,
     AssessmentDeleted,
     AssessmentDetails,
+    CandidateConsented,
+    CandidateDeviceChecked,
+    CandidateKeyCompleted,
+    CandidateKeyExpired,
     CandidateKeyIssued,
+    CandidateKeyRedeemed,
     CandidateKeyRevoked,
+    CandidateSessionResumed,
     Event,
     details_of,
 )
@@ -49,59 +59,33 @@ class KeyNotFound(DomainError):
     pass
 
 
-PENDING, ACTIVE, COMPLETED, EXPIRED = "pending", "active", "completed", "expired"
+# --- what a candidate may do: refusals ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CandidateKey:
-    """A candidate key as its events describe it: what the aggregate decides on, and the row
-    the keys projection keeps (`projections.candidate_keys`). Known by id, never by its string,
-    which only its reservation holds; the service finds a presented key's id through it."""
-
-    id: uuid.UUID
-    assessment_id: uuid.UUID
-    org_id: str
-    candidate_email: str | None
-    candidate_name: str | None
-    org_name: str | None
-    expires_at: datetime
-    created_at: datetime
-    redeemed_at: datetime | None = None
-    completed_at: datetime | None = None
-    revoked_at: datetime | None = None
-    revoke_reason: str | None = None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
-
-    def usable_at(self, now: datetime) -> bool:
-        return not self.revoked and now < self.expires_at
-
-    def status_at(self, now: datetime) -> str:
-        """`expired` is derived, not an event: a key simply stops being usable in time."""
-        if self.completed_at is not None:
-            return COMPLETED
-        if now >= self.expires_at:
-            return EXPIRED
-        return ACTIVE if self.redeemed_at is not None else PENDING
+class CandidateRefused(DomainError):
+    """The key (or session token) does not open anything: unknown, revoked, expired, of a
+    deleted assessment, or not for what it was presented for. One answer for all, so a caller
+    learns nothing about which."""
 
 
-def issued_key(event: CandidateKeyIssued) -> CandidateKey:
-    return CandidateKey(
-        id=event.key_id,
-        assessment_id=event.assessment_id,
-        org_id=event.org_id,
-        candidate_email=event.candidate_email,
-        candidate_name=event.candidate_name,
-        org_name=event.org_name,
-        expires_at=event.expires_at,
-        created_at=event.issued_at,
-    )
+class ConsentRequired(DomainError):
+    """A pending key is redeemed before its candidate consented to the current disclosure."""
 
 
-def revoked_key(key: CandidateKey, event: CandidateKeyRevoked) -> CandidateKey:
-    return replace(key, revoked_at=event.revoked_at, revoke_reason=event.reason)
+class DisclosureOutdated(DomainError):
+    """A consent to a disclosure hash that is not the current disclosure's."""
+
+
+class KeyAlreadyCompleted(DomainError):
+    """The key's session is over: it was completed."""
+
+
+class KeyNotRedeemed(DomainError):
+    """Completing a key whose session never started."""
+
+
+class DeadlinePassed(DomainError):
+    """Completing a session after its deadline."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +123,11 @@ class Assessment:
 
 
 def rebuild(stream_id: uuid.UUID, events: Iterable[Event]) -> Assessment:
-    state = Assessment(id=stream_id)
+    return advanced(Assessment(id=stream_id), events)
+
+
+def advanced(state: Assessment, events: Iterable[Event]) -> Assessment:
+    """The state after more events (those a command just decided and the store appended)."""
     for event in events:
         state = replace(evolve(event, state), version=state.version + 1)
     return state
@@ -165,9 +153,10 @@ def _key_issued(event: CandidateKeyIssued, state: Assessment) -> Assessment:
     return replace(state, keys=MappingProxyType({**state.keys, event.key_id: issued_key(event)}))
 
 
-def _key_revoked(event: CandidateKeyRevoked, state: Assessment) -> Assessment:
-    revoked = revoked_key(state.keys[event.key_id], event)
-    return replace(state, keys=MappingProxyType({**state.keys, event.key_id: revoked}))
+def _key_changed(event: CandidateKeyRevoked, state: Assessment) -> Assessment:
+    """Any later event of an issued key (revoked, consented, redeemed, ...)."""
+    changed = evolve_key(event, state.keys[event.key_id])
+    return replace(state, keys=MappingProxyType({**state.keys, event.key_id: changed}))
 
 
 #: The state after one event: `evolve(event, state)`.
@@ -175,7 +164,8 @@ evolve = singledispatch(_no_rule)
 evolve.register(AssessmentCreated, _created)
 evolve.register(AssessmentDeleted, _deleted)
 evolve.register(CandidateKeyIssued, _key_issued)
-evolve.register(CandidateKeyRevoked, _key_revoked)
+for _type in KEY_EVENTS:
+    evolve.register(_type, _key_changed)
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -244,3 +234,162 @@ def _require_active(state: Assessment) -> AssessmentCreated:
     if state.deleted:
         raise AssessmentAlreadyDeleted(str(state.id))
     return state.created
+
+
+# --- the candidate's side ------------------------------------------------------------------
+# A candidate acts on one key. Every command first checks that the key still opens its
+# assessment; what is refused there is refused with one answer (`CandidateRefused`).
+
+
+def consent(
+    state: Assessment, key_id: uuid.UUID, disclosure: Disclosure, offered_hash: str | None, now: datetime
+) -> list[Event]:
+    """Record consent to the current disclosure; nothing when the key already consented to it
+    (a repeat changes nothing). `offered_hash` is the hash of the text the candidate was shown:
+    any but the current one's is refused, so no consent is ever recorded to a text not shown.
+    None (a client that sends no hash) consents to the current text."""
+    key = candidate_key(state, key_id, now)
+    if offered_hash is not None and offered_hash != disclosure.hash:
+        raise DisclosureOutdated(offered_hash)
+    if key.consented_to(disclosure.hash):
+        return []
+    return [
+        CandidateConsented(
+            **_of_key(key),
+            disclosure_version=disclosure.version,
+            disclosure_hash=disclosure.hash,
+            consented_at=now,
+        )
+    ]
+
+
+def redeem(
+    state: Assessment,
+    key_id: uuid.UUID,
+    session_id: uuid.UUID,
+    disclosure_hash: str,
+    now: datetime,
+    candidate_name: str | None = None,
+    signing_public_key: str | None = None,
+) -> list[Event]:
+    """Start the key's session (a pending key that consented to the current disclosure), or
+    resume it (an active key: the same session, whatever `session_id` was offered)."""
+    key = candidate_key(state, key_id, now)
+    if key.status_at(now) == ACTIVE:
+        return [CandidateSessionResumed(**_of_key(key), session_id=key.session_id, resumed_at=now)]
+    if not key.consented_to(disclosure_hash):
+        raise ConsentRequired(str(key_id))
+    return [
+        CandidateKeyRedeemed(
+            **_of_key(key),
+            session_id=session_id,
+            candidate_name=candidate_name,
+            signing_public_key=signing_public_key,
+            redeemed_at=now,
+            deadline=session_deadline(state.created, key, now),
+        )
+    ]
+
+
+def session_deadline(created: AssessmentCreated, key: CandidateKey, redeemed_at: datetime) -> datetime:
+    """The time limit from the redeem, but never after the key expires; none: when it expires."""
+    if created.time_limit_minutes is None:
+        return key.expires_at
+    return min(redeemed_at + timedelta(minutes=created.time_limit_minutes), key.expires_at)
+
+
+def check_device(
+    state: Assessment,
+    key_id: uuid.UUID,
+    session_id: uuid.UUID,
+    checkpoint: str,
+    fingerprint_hash: str,
+    now: datetime,
+) -> list[Event]:
+    """A device report of an active session; `changed` compares it with the session's first."""
+    key = active_session(state, key_id, session_id, now)
+    first = key.first_fingerprint_hash
+    return [
+        CandidateDeviceChecked(
+            **_of_key(key),
+            session_id=session_id,
+            checkpoint=checkpoint,
+            fingerprint_hash=fingerprint_hash,
+            changed=first is not None and first != fingerprint_hash,
+            checked_at=now,
+        )
+    ]
+
+
+def complete(state: Assessment, key_id: uuid.UUID, session_id: uuid.UUID, now: datetime) -> list[Event]:
+    """Complete the session before its deadline; nothing when it already was (a repeat is
+    answered as the first was). The time decided here is the one recorded, so a complete
+    racing the deadline is judged by `completed_at`, never by when it was stored."""
+    key = _presented_key(state, key_id)
+    if key.completed_at is not None and key.session_id == session_id:
+        return []
+    if key.completed_at is None and key.status_at(now) == PENDING:
+        raise KeyNotRedeemed(str(key_id))
+    if key.session_id is None or key.session_id != session_id:
+        raise CandidateRefused(str(key_id))
+    if key.expired_at is not None or now >= key.ends_at:
+        raise DeadlinePassed(str(key_id))
+    return [CandidateKeyCompleted(**_of_key(key), session_id=session_id, completed_at=now)]
+
+
+def expire(state: Assessment, now: datetime) -> list[Event]:
+    """Record the expiry of every key that ended by time and is not recorded as ended, each at
+    the moment it ended. Nothing for a deleted assessment: its keys are revoked (the cascade),
+    never also expired. Running it again on the result decides nothing, so several expiry
+    steps at once append each expiry once (the stream's version settles the race)."""
+    if not state.exists:
+        return []
+    return [
+        CandidateKeyExpired(
+            **_of_key(key),
+            session_id=key.session_id,
+            reason=DEADLINE_PASSED if key.redeemed else KEY_EXPIRED,
+            expired_at=key.ends_at,
+        )
+        for key in state.keys.values()
+        if key.due_to_expire_at(now)
+    ]
+
+
+def active_session(
+    state: Assessment, key_id: uuid.UUID, session_id: uuid.UUID, now: datetime
+) -> CandidateKey:
+    """The key of this session while the session is active; refused otherwise."""
+    key = _presented_key(state, key_id)
+    if key.session_id != session_id or key.status_at(now) != ACTIVE:
+        raise CandidateRefused(str(key_id))
+    return key
+
+
+def open_key(state: Assessment, key_id: uuid.UUID, now: datetime) -> CandidateKey:
+    """The key while it opens its assessment (`pending` or `active`); refused otherwise."""
+    key = _presented_key(state, key_id)
+    if not key.usable_at(now):
+        raise CandidateRefused(str(key_id))
+    return key
+
+
+def candidate_key(state: Assessment, key_id: uuid.UUID, now: datetime) -> CandidateKey:
+    """`open_key` for the candidate's own calls: a completed key is told so (409) rather than
+    refused (401), so the client can say why."""
+    key = _presented_key(state, key_id)
+    if key.completed_at is not None:
+        raise KeyAlreadyCompleted(str(key_id))
+    return open_key(state, key_id, now)
+
+
+def _presented_key(state: Assessment, key_id: uuid.UUID) -> CandidateKey:
+    """A key of a live assessment that was not revoked."""
+    key = state.keys.get(key_id)
+    if not state.exists or key is None or key.revoked:
+        raise CandidateRefused(str(key_id))
+    return key
+
+
+def _of_key(key: CandidateKey) -> dict:
+    return {"key_id": key.id, "assessment_id": key.assessment_id, "org_id": key.org_id}

@@ -164,9 +164,120 @@ class CandidateKeyRevoked(Event):
     revoked_at: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class _OfAKey:
+    key_id: uuid.UUID
+    assessment_id: uuid.UUID
+    org_id: str
+
+
+# --- the candidate's side: consent, a session, device checks, completion, expiry -------------
+# None of these carries a credential: the session token is kept only as a hash, in its
+# reservation (like a key string), and a device's fingerprint only as a salted hash.
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateConsented(Event, _OfAKey):
+    """The candidate accepted the disclosure of this `disclosure_version`, whose serialised text
+    hashes to `disclosure_hash` (`events.disclosure`): the audit trail's proof of consent."""
+
+    type_name: ClassVar[str] = "CandidateConsented"
+    routing_key: ClassVar[str] = "candidate_key.consented"
+
+    disclosure_version: str
+    disclosure_hash: str
+    consented_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateKeyRedeemed(Event, _OfAKey):
+    """A pending key became active: its session started. `deadline` is when the session ends,
+    `redeemed_at` plus the time limit but never after the key's `expires_at`. The name the
+    candidate gave (if any) fills the key's name where the reviewer left it empty; their
+    Ed25519 public key (base64) lets later evidence be verified as theirs."""
+
+    type_name: ClassVar[str] = "CandidateKeyRedeemed"
+    routing_key: ClassVar[str] = "candidate_key.redeemed"
+
+    session_id: uuid.UUID
+    candidate_name: str | None = None
+    signing_public_key: str | None = None
+    redeemed_at: datetime
+    deadline: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateSessionResumed(Event, _OfAKey):
+    """An active key was redeemed again (another terminal, a lost token): the same session, and
+    one more session token for it. A signal for reviewers, too."""
+
+    type_name: ClassVar[str] = "CandidateSessionResumed"
+    routing_key: ClassVar[str] = "candidate_key.session_resumed"
+
+    session_id: uuid.UUID
+    resumed_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateDeviceChecked(Event, _OfAKey):
+    """The candidate's client reported its device at a checkpoint. `fingerprint_hash` is salted
+    with the session id (the raw values never leave the request; the same device cannot be
+    linked across sessions by it); `changed` says whether it differs from the session's first."""
+
+    type_name: ClassVar[str] = "CandidateDeviceChecked"
+    routing_key: ClassVar[str] = "candidate_key.device_checked"
+
+    session_id: uuid.UUID
+    checkpoint: str
+    fingerprint_hash: str
+    changed: bool
+    checked_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateKeyCompleted(Event, _OfAKey):
+    """The candidate finished before the session's deadline: `completed_at` is the decision's
+    time, always before it."""
+
+    type_name: ClassVar[str] = "CandidateKeyCompleted"
+    routing_key: ClassVar[str] = "candidate_key.completed"
+
+    session_id: uuid.UUID
+    completed_at: datetime
+
+
+KEY_EXPIRED = "key_expired"
+DEADLINE_PASSED = "deadline_passed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateKeyExpired(Event, _OfAKey):
+    """A key ran out of time: `reason` is `key_expired` (pending past its `expires_at`) or
+    `deadline_passed` (active past its session's deadline). `expired_at` is that moment, not
+    when the expiry step noticed it."""
+
+    type_name: ClassVar[str] = "CandidateKeyExpired"
+    routing_key: ClassVar[str] = "candidate_key.expired"
+
+    session_id: uuid.UUID | None = None
+    reason: str
+    expired_at: datetime
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name: cls
-    for cls in (AssessmentCreated, AssessmentDeleted, CandidateKeyIssued, CandidateKeyRevoked)
+    for cls in (
+        AssessmentCreated,
+        AssessmentDeleted,
+        CandidateKeyIssued,
+        CandidateKeyRevoked,
+        CandidateConsented,
+        CandidateKeyRedeemed,
+        CandidateSessionResumed,
+        CandidateDeviceChecked,
+        CandidateKeyCompleted,
+        CandidateKeyExpired,
+    )
 }
 
 

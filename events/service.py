@@ -17,7 +17,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from events import aggregate, keys
-from events.aggregate import Assessment, AssessmentDetails, AssessmentNotFound, DomainError, NewKey
+from events.aggregate import (
+    Assessment,
+    AssessmentDetails,
+    AssessmentNotFound,
+    CandidateRefused,
+    DomainError,
+    NewKey,
+)
 from events.keys import KeyGenerator
 from events.model import AssessmentCreated, Event, Metadata, RecordedEvent, utcnow, uuid7
 from events.ports import (
@@ -32,6 +39,7 @@ from events.ports import (
 Decision = Callable[[Assessment, datetime], list[Event]]
 
 KEY_SCOPE = "candidate_key"
+EXPIRY_ACTOR = "worker:expiry"
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +82,6 @@ class _EmptyCatalogue:
 
     def issues(self) -> list[Issue]:
         return []
-
-
-class CandidateRefused(Exception):
-    """A candidate key that is unknown, revoked, expired, or not for this assessment."""
 
 
 class KeySpaceExhausted(Exception):
@@ -217,16 +221,30 @@ class AssessmentService:
     def cascade_deletion(self, assessment_id: uuid.UUID, metadata: Metadata) -> list[RecordedEvent]:
         """Revoke every key of a deleted assessment that is not revoked yet. Idempotent: on a
         second run the aggregate decides nothing and nothing is appended."""
+        return self._until_settled(assessment_id, aggregate.revoke_keys_of_deleted, lambda _state: metadata)
+
+    def expire_keys(self, assessment_id: uuid.UUID) -> list[RecordedEvent]:
+        """Record the expiry of the stream's keys that ran out of time (the worker's expiry
+        step). Idempotent like the cascade, so several steps at once append each expiry once."""
+        return self._until_settled(
+            assessment_id, aggregate.expire, lambda state: Metadata(state.org_id, EXPIRY_ACTOR)
+        )
+
+    def _until_settled(
+        self, assessment_id: uuid.UUID, decide: Decision, metadata: Callable[[Assessment], Metadata]
+    ) -> list[RecordedEvent]:
+        """The worker's own decisions, whoever owns the stream: on a lost race the next attempt
+        reloads, finds the work done (by the winner) and decides nothing."""
         for attempt in range(1, self.max_attempts + 1):
             state = self.load(assessment_id)
-            events = aggregate.revoke_keys_of_deleted(state, self.clock())
+            events = decide(state, self.clock())
             if not events:
                 return []
             try:
-                return self.store.append(assessment_id, state.version, events, metadata)
+                return self.store.append(assessment_id, state.version, events, metadata(state))
             except ConcurrencyConflict:
-                _back_off(attempt)
-        raise ConcurrencyConflict(f"{assessment_id}: cascade kept losing races")
+                back_off(attempt)
+        raise ConcurrencyConflict(f"{assessment_id}: kept losing races")
 
     def _decide_and_append(
         self,
@@ -244,7 +262,7 @@ class AssessmentService:
             try:
                 return self.store.append(assessment_id, state.version, events, metadata, reservations)
             except ConcurrencyConflict:
-                _back_off(attempt)
+                back_off(attempt)
         raise ConcurrencyConflict(f"{assessment_id}: too many concurrent writers")
 
 
@@ -256,6 +274,6 @@ def _claim(org_id: str, idempotency: Idempotency) -> Reservation:
     return Reservation(_idempotency_scope(org_id), idempotency.key, {"fingerprint": idempotency.fingerprint})
 
 
-def _back_off(attempt: int) -> None:
+def back_off(attempt: int) -> None:
     """A short random pause after a lost race, so the losers do not collide again in step."""
     time.sleep(random.uniform(0, 0.002 * 2**attempt))

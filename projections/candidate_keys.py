@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import MetaData, Table
 
-from events.aggregate import CandidateKey, issued_key, revoked_key
-from events.model import CandidateKeyIssued, CandidateKeyRevoked, Event, RecordedEvent
+from events.candidate import KEY_EVENTS, CandidateKey, evolve_key, issued_key
+from events.model import CandidateKeyIssued, Event, RecordedEvent
 from projections.projector import Tracked, Versions
 from projections.tables import (
     CANDIDATE_KEYS_VERSIONS,
@@ -39,14 +39,16 @@ def _issued(event: CandidateKeyIssued, keys: Keys) -> Keys:
     return MappingProxyType({**keys, event.key_id: issued_key(event)})
 
 
-def _revoked(event: CandidateKeyRevoked, keys: Keys) -> Keys:
-    return MappingProxyType({**keys, event.key_id: revoked_key(keys[event.key_id], event)})
+def _changed(event: Event, keys: Keys) -> Keys:
+    """Any later event of an issued key: the key's own rule (`events.candidate.evolve_key`)."""
+    return MappingProxyType({**keys, event.key_id: evolve_key(event, keys[event.key_id])})
 
 
 #: The keys after one event: `evolve_keys(event, keys)`.
 evolve_keys = singledispatch(_unchanged)
 evolve_keys.register(CandidateKeyIssued, _issued)
-evolve_keys.register(CandidateKeyRevoked, _revoked)
+for _type in KEY_EVENTS:
+    evolve_keys.register(_type, _changed)
 
 
 def fold_keys(events: Iterable[Event]) -> list[KeyRow]:

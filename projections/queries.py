@@ -94,7 +94,8 @@ def list_assessments(
         return [_to_result(row) for row in conn.execute(query)], None
     rows = [_to_result(row) for row in conn.execute(query.limit(limit + 1))]
     page, more = rows[:limit], len(rows) > limit
-    return page, encode_cursor(page[-1].assessment) if more else None
+    last = page[-1].assessment if more else None
+    return page, encode_cursor(last.created_at, last.id) if last else None
 
 
 def get_assessment(conn: Connection, org_id: str, assessment_id: uuid.UUID) -> AssessmentWithIssue | None:
@@ -130,10 +131,76 @@ def list_keys(conn: Connection, assessment_id: uuid.UUID) -> list[ListedKey]:
         .where(keys_view.c.assessment_id == assessment_id, keys_view.c.revoked_at.is_(None))
         .order_by(keys_view.c.created_at, keys_view.c.id)
     )
-    return [
-        ListedKey(KeyRow(**{c.name: row._mapping[c.name] for c in _KEY_COLUMNS}), row.key_string)
-        for row in conn.execute(query)
-    ]
+    return [ListedKey(_key_row(row), row.key_string) for row in conn.execute(query)]
+
+
+# --- sessions: a key's session lives on its row (a key has at most one) ----------------------
+
+
+def list_sessions(
+    conn: Connection, assessment_id: uuid.UUID, limit: int | None = None, after: str | None = None
+) -> tuple[list[KeyRow], str | None]:
+    """The sessions of an assessment's keys that are not revoked, by start (ties by session
+    id), paged like the assessments."""
+    query = select(*_KEY_COLUMNS).where(
+        keys_view.c.assessment_id == assessment_id,
+        keys_view.c.session_id.is_not(None),
+        keys_view.c.revoked_at.is_(None),
+    )
+    if after is not None:
+        started, last_id = decode_cursor(after)
+        query = query.where(
+            or_(
+                keys_view.c.redeemed_at > started,
+                and_(keys_view.c.redeemed_at == started, keys_view.c.session_id > last_id),
+            )
+        )
+    query = query.order_by(keys_view.c.redeemed_at, keys_view.c.session_id)
+    if limit is not None:
+        query = query.limit(limit + 1)
+    rows = [_key_row(row) for row in conn.execute(query)]
+    if limit is None or len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.redeemed_at, last.session_id)
+
+
+def get_session(conn: Connection, org_id: str, session_id: uuid.UUID) -> KeyRow | None:
+    """A session of a live assessment of the organisation, unless its key was revoked."""
+    query = (
+        select(*_KEY_COLUMNS)
+        .select_from(keys_view.join(view, view.c.id == keys_view.c.assessment_id))
+        .where(
+            keys_view.c.session_id == session_id,
+            keys_view.c.org_id == org_id,
+            keys_view.c.revoked_at.is_(None),
+            view.c.deleted_at.is_(None),
+        )
+    )
+    row = conn.execute(query).first()
+    return _key_row(row) if row else None
+
+
+def due_to_expire(conn: Connection, now: datetime, limit: int) -> list[uuid.UUID]:
+    """Assessments with a key that ended by time (pending past `expires_at`, active past its
+    deadline) but not by an event: what the expiry step decides on. Served by the open-keys
+    index; the decision itself is taken on each stream."""
+    query = (
+        select(keys_view.c.assessment_id)
+        .where(
+            keys_view.c.revoked_at.is_(None),
+            keys_view.c.completed_at.is_(None),
+            keys_view.c.expired_at.is_(None),
+            func.coalesce(keys_view.c.deadline, keys_view.c.expires_at) <= now,
+        )
+        .group_by(keys_view.c.assessment_id)
+        .limit(limit)
+    )
+    return list(conn.scalars(query))
+
+
+def _key_row(row: Any) -> KeyRow:
+    return KeyRow(**{c.name: row._mapping[c.name] for c in _KEY_COLUMNS})
 
 
 #: A cursor is 24 bytes in URL-safe base64: the last row's `created_at` in microseconds since
@@ -147,9 +214,9 @@ _EARLIEST = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 _LATEST = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 
 
-def encode_cursor(row: AssessmentRow) -> str:
-    micros = (row.created_at - _EPOCH) // _MICROSECOND
-    return base64.urlsafe_b64encode(_CURSOR.pack(micros, row.id.bytes)).decode()
+def encode_cursor(moment: datetime, row_id: uuid.UUID) -> str:
+    micros = (moment - _EPOCH) // _MICROSECOND
+    return base64.urlsafe_b64encode(_CURSOR.pack(micros, row_id.bytes)).decode()
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:

@@ -10,9 +10,11 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    func,
     text,
 )
 
+from events.candidate import CandidateKey
 from events.model import AssessmentDetails
 from events.sql.types import Timestamp, columns_of
 
@@ -44,23 +46,26 @@ def assessments_view(name: str = "assessments_view", meta: MetaData = metadata) 
 
 
 def candidate_keys_view(name: str = "candidate_keys_view", meta: MetaData = metadata) -> Table:
-    return Table(
+    """One row per key: its record (`events.candidate.CandidateKey`), whose fields are the
+    columns, including the key's session (a key has at most one)."""
+    table = Table(
         name,
         meta,
-        Column("id", Uuid, primary_key=True),
-        Column("assessment_id", Uuid, nullable=False),
-        Column("org_id", Text, nullable=False),
-        Column("candidate_email", Text),
-        Column("candidate_name", Text),
-        Column("org_name", Text),
-        Column("expires_at", Timestamp, nullable=False),
-        Column("redeemed_at", Timestamp),
-        Column("completed_at", Timestamp),
-        Column("created_at", Timestamp, nullable=False),
-        Column("revoked_at", Timestamp),
-        Column("revoke_reason", Text),
+        *columns_of(CandidateKey, primary_key="id"),
         Index(f"{name}_assessment_idx", "assessment_id", "created_at", "id"),
+        Index(f"{name}_session_idx", "session_id", unique=True),
     )
+    # What the expiry step looks for: keys that have not ended by an event, by when they end.
+    Index(
+        f"{name}_open_idx",
+        func.coalesce(table.c.deadline, table.c.expires_at),
+        postgresql_where=_OPEN,
+        sqlite_where=_OPEN,
+    )
+    return table
+
+
+_OPEN = text("revoked_at IS NULL AND completed_at IS NULL AND expired_at IS NULL")
 
 
 def candidate_keys_versions(name: str = "candidate_keys_versions", meta: MetaData = metadata) -> Table:

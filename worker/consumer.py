@@ -84,7 +84,7 @@ class Worker:
             return
         self._last_sweep = time.monotonic()
         try:
-            self.handler.sweep()
+            self.handler.housekeeping()
         except DBAPIError as error:
             log.warning("sweep failed: %r", error)
         except Exception:

@@ -23,6 +23,7 @@ from events.sql.tables import projection_pending_table as pending
 from projections.projector import BatchResult, Projection, apply_batch
 from worker import metrics
 from worker.cascade import Cascade
+from worker.expiry import Expiry
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class EventHandler:
         self.projections = projections
         self.service = service or AssessmentService(store)
         self._cascade = Cascade(self.service)
+        self.expire = Expiry(engine, self.service)
         self.totals = Totals()
 
     def handle(self, events: Sequence[RecordedEvent]) -> None:
@@ -78,6 +80,12 @@ class EventHandler:
                         "correlation_id": done.metadata.correlation_id,
                     },
                 )
+
+    def housekeeping(self) -> None:
+        """The worker's periodic work: project what never arrived, then record expiries (on
+        projections that are as fresh as the sweep could make them)."""
+        self.sweep()
+        self.expire()
 
     def sweep(self, older_than_seconds: float = 5.0, limit: int = 100) -> int:
         """Project streams whose events have waited too long: their message was lost (for

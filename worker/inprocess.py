@@ -43,6 +43,6 @@ class InProcessWorker:
                     process_batch(self.handler, batch, lambda m: m.body, self.broker.dead_letter)
                 if time.monotonic() - last_sweep > self.sweep_seconds:
                     last_sweep = time.monotonic()
-                    self.handler.sweep()
+                    self.handler.housekeeping()
             except Exception:
                 log.exception("in-process worker failed; the sweep will retry what it missed")

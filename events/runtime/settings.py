@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://root@127.0.0.1:5432/assessments"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_DISCLOSURE_FILE = Path(__file__).resolve().parents[2] / "data" / "disclosure.json"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Settings:
     #: Reverse proxies in front of the API that append to X-Forwarded-For; 0 trusts only the
     #: socket's peer, since any client can write the header itself.
     trusted_proxies: int = 0
+    #: The disclosure candidates consent to (`events.disclosure`); the shipped one by default.
+    disclosure_file: str = str(DEFAULT_DISCLOSURE_FILE)
 
     @property
     def dead_letter_queue(self) -> str:
@@ -61,6 +65,7 @@ class Settings:
             "candidate_auth_limit": _int(env.get("ASSESSMENTS_CANDIDATE_AUTH_LIMIT")),
             "candidate_auth_window_seconds": _int(env.get("ASSESSMENTS_CANDIDATE_AUTH_WINDOW_SECONDS")),
             "trusted_proxies": _int(env.get("ASSESSMENTS_TRUSTED_PROXIES")),
+            "disclosure_file": env.get("ASSESSMENTS_DISCLOSURE_FILE"),
         }
         settings = cls(**{key: value for key, value in read.items() if value is not None})
         return replace(settings, **overrides)

@@ -49,6 +49,11 @@ def create_organisation(engine: Engine, name: str) -> IssuedToken:
         return _insert_token(conn, org_id)
 
 
+def organisation_name(engine: Engine, org_id: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.scalar(select(organisations.c.name).where(organisations.c.id == org_id))
+
+
 def create_token(engine: Engine, org_id: str) -> IssuedToken:
     with engine.begin() as conn:
         if conn.scalar(select(organisations.c.id).where(organisations.c.id == org_id)) is None:

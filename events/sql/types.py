@@ -9,7 +9,7 @@ import typing
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, Text, TypeDecorator, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Integer, Text, TypeDecorator, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 
 #: JSONB on PostgreSQL, JSON text on SQLite.
@@ -37,17 +37,19 @@ Timestamp = DateTime(timezone=True).with_variant(_UtcWallTime(), "sqlite")
 
 
 #: The column type of each Python type a dataclass field may have.
-COLUMN_TYPES = {str: Text, int: Integer, uuid.UUID: Uuid, datetime: Timestamp}
+COLUMN_TYPES = {str: Text, int: Integer, bool: Boolean, uuid.UUID: Uuid, datetime: Timestamp}
 
 
-def columns_of(cls: type) -> list[Column]:
+def columns_of(cls: type, primary_key: str | None = None) -> list[Column]:
     """A column for each field of a dataclass, named like it, `NULL` allowed where the field's
     type allows `None`: a table that follows the dataclass instead of repeating it."""
     hints = typing.get_type_hints(cls)
-    return [_column(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+    return [_column(f.name, hints[f.name], f.name == primary_key) for f in dataclasses.fields(cls)]
 
 
-def _column(name: str, hint: typing.Any) -> Column:
+def _column(name: str, hint: typing.Any, primary_key: bool = False) -> Column:
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     (kind,) = [option for option in options if option is not type(None)]
+    if primary_key:
+        return Column(name, COLUMN_TYPES[kind], primary_key=True)
     return Column(name, COLUMN_TYPES[kind], nullable=type(None) in options)

@@ -19,12 +19,13 @@ def differences(
     found = {}
     with engine.connect() as conn:
         for live_table, fresh_table in zip(tables(live), tables(fresh), strict=True):
-            only_fresh = conn.scalar(
-                text(f'SELECT count(*) FROM (TABLE "{fresh_table.name}" EXCEPT TABLE "{live_table.name}") d')
-            )
-            only_live = conn.scalar(
-                text(f'SELECT count(*) FROM (TABLE "{live_table.name}" EXCEPT TABLE "{fresh_table.name}") d')
-            )
+            # By name: a migration appends its columns where a fresh table has them in order.
+            columns = ", ".join(f'"{column.name}"' for column in live_table.columns)
+            only_fresh = conn.scalar(text(_EXCEPT.format(columns, fresh_table.name, live_table.name)))
+            only_live = conn.scalar(text(_EXCEPT.format(columns, live_table.name, fresh_table.name)))
             if only_fresh or only_live:
                 found[live_table.name] = {"onlyRebuilt": only_fresh, "onlyLive": only_live}
     return found
+
+
+_EXCEPT = 'SELECT count(*) FROM (SELECT {0} FROM "{1}" EXCEPT SELECT {0} FROM "{2}") d'

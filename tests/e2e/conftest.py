@@ -10,7 +10,7 @@ import pytest
 
 from events.sql.catalogue import import_catalogue
 from tests.e2e.helpers import body, issue_keys
-from tests.support.system import Client, System
+from tests.support.system import Client, MovableClock, System
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "data" / "oss-issues.json"
 
@@ -58,3 +58,10 @@ def candidate(shared_system: System) -> Iterator[Callable[[str], Client]]:
     yield make
     for session in opened:
         session.close()
+
+
+@pytest.fixture
+def clock(shared_system: System) -> Iterator[MovableClock]:
+    """The shared system's clock (API and worker), moved by the test and put back after it."""
+    yield shared_system.clock
+    shared_system.clock.reset()

@@ -99,6 +99,36 @@ def test_the_full_contract_runs_on_sqlite_and_the_in_process_broker(database):
         assert server.stop() == 0
 
 
+def test_a_candidate_takes_an_assessment_in_dev_mode(database):
+    """The candidate's side on SQLite: consent, redeem, the token as `X-API-Key`, complete."""
+    server = DevServer(database)
+    try:
+        with Client(server.url, server.token) as client, Client(server.url) as candidate:
+            created = client.post("/v1/assessments", json={"title": "T", "role": "R", "taskBrief": "B"})
+            assessment_id = created.json()["assessment"]["id"]
+            (key,) = client.post(f"/v1/assessments/{assessment_id}/keys", json={"count": 1}).json()["keys"]
+            shown = candidate.get("/v1/candidate/consent", params={"key": key["key"]}).json()
+            consent = {"key": key["key"], "disclosureHash": shown["disclosureHash"]}
+            assert candidate.post("/v1/candidate/consent", json=consent).status_code == 200
+            redeemed = candidate.post("/v1/candidate/redeem", json={"key": key["key"]})
+            assert redeemed.status_code == 200, redeemed.text
+            session = redeemed.json()
+            token = {"X-API-Key": session["sessionToken"]}
+            assert candidate.get(f"/v1/assessments/{assessment_id}", headers=token).status_code == 200
+            done = candidate.post(
+                "/v1/candidate/complete", json={"sessionId": session["sessionId"], "key": key["key"]}
+            )
+            assert done.status_code == 200, done.text
+
+            def completed():
+                keys = client.get(f"/v1/assessments/{assessment_id}/keys").json()["keys"]
+                return keys[0]["status"] == "completed"
+
+            wait_for(completed, 10, "the completion in the keys' projection")
+    finally:
+        assert server.stop() == 0
+
+
 def test_a_restart_on_the_same_file_keeps_the_data(database):
     first = DevServer(database)
     try:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import requests
 from werkzeug.serving import make_server
 
 from cli import bootstrap
+from events.model import utcnow
 from events.rabbitmq.relay import Relay
 from events.runtime.settings import Settings
 from events.sql.engine import make_engine
@@ -43,9 +45,27 @@ class Running:
         assert not self.thread.is_alive(), f"{self.thread.name} did not stop"
 
 
+class MovableClock:
+    """The service's clock in tests: real time plus an offset a test moves (`advance`), so keys
+    and sessions can run out of time without anyone sleeping for minutes."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+    def advance(self, **amount: float) -> None:
+        self.offset += timedelta(**amount)
+
+    def reset(self) -> None:
+        self.offset = timedelta(0)
+
+
 @dataclass
 class System:
     settings: Settings
+    clock: MovableClock = field(default_factory=MovableClock)
     relay: Running | None = None
     worker: Running | None = None
     api: ApiServer | None = None
@@ -61,14 +81,14 @@ class System:
         return relay
 
     def start_worker(self, broker_url: str | None = None, **options) -> Worker:
-        handler = bootstrap.event_handler(self.engine, self.store)
+        handler = bootstrap.event_handler(self.engine, self.store, clock=self.clock)
         self.handlers.append(handler)
         worker = bootstrap.worker(self.settings, broker_url=broker_url, handler=handler, **options)
         self.worker = Running(worker, "worker")
         return worker
 
     def start_api(self) -> str:
-        self.api = ApiServer(self.settings)
+        self.api = ApiServer(self.settings, self.clock)
         return self.api.url
 
     def stop_relay(self) -> None:
@@ -91,8 +111,8 @@ class System:
 
 
 class ApiServer:
-    def __init__(self, settings: Settings) -> None:
-        self.app = bootstrap.api_app(settings)
+    def __init__(self, settings: Settings, clock: MovableClock | None = None) -> None:
+        self.app = bootstrap.api_app(settings, **({"clock": clock} if clock else {}))
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)

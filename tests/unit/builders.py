@@ -9,8 +9,14 @@ from typing import Any
 from events.model import (
     AssessmentCreated,
     AssessmentDeleted,
+    CandidateConsented,
+    CandidateDeviceChecked,
+    CandidateKeyCompleted,
+    CandidateKeyExpired,
     CandidateKeyIssued,
+    CandidateKeyRedeemed,
     CandidateKeyRevoked,
+    CandidateSessionResumed,
     Event,
     RecordedEvent,
 )
@@ -60,11 +66,86 @@ def revoked(key: CandidateKeyIssued, reason: str = "revoked", at: datetime = NOW
     )
 
 
+def _of(key: CandidateKeyIssued) -> dict[str, Any]:
+    return {"key_id": key.key_id, "assessment_id": key.assessment_id, "org_id": key.org_id}
+
+
+def consented(key: CandidateKeyIssued, at: datetime = NOW, **overrides: Any) -> CandidateConsented:
+    fields = {"disclosure_version": "2026-12-01", "disclosure_hash": "ab" * 32, "consented_at": at}
+    return CandidateConsented(**_of(key), **{**fields, **overrides})
+
+
+def redeemed(key: CandidateKeyIssued, at: datetime = NOW, **overrides: Any) -> CandidateKeyRedeemed:
+    fields: dict[str, Any] = {
+        "session_id": uuid.uuid4(),
+        "candidate_name": "Ada L.",
+        "signing_public_key": "A" * 43 + "=",
+        "redeemed_at": at,
+        "deadline": at + timedelta(minutes=90),
+    }
+    return CandidateKeyRedeemed(**_of(key), **{**fields, **overrides})
+
+
+def resumed(started: CandidateKeyRedeemed, at: datetime = NOW) -> CandidateSessionResumed:
+    return CandidateSessionResumed(
+        key_id=started.key_id,
+        assessment_id=started.assessment_id,
+        org_id=started.org_id,
+        session_id=started.session_id,
+        resumed_at=at,
+    )
+
+
+def device_checked(started: CandidateKeyRedeemed, **overrides: Any) -> CandidateDeviceChecked:
+    fields: dict[str, Any] = {
+        "checkpoint": "start",
+        "fingerprint_hash": "cd" * 32,
+        "changed": False,
+        "checked_at": started.redeemed_at,
+    }
+    return CandidateDeviceChecked(
+        key_id=started.key_id,
+        assessment_id=started.assessment_id,
+        org_id=started.org_id,
+        session_id=started.session_id,
+        **{**fields, **overrides},
+    )
+
+
+def completed(started: CandidateKeyRedeemed, at: datetime | None = None) -> CandidateKeyCompleted:
+    return CandidateKeyCompleted(
+        key_id=started.key_id,
+        assessment_id=started.assessment_id,
+        org_id=started.org_id,
+        session_id=started.session_id,
+        completed_at=at or started.redeemed_at + timedelta(minutes=30),
+    )
+
+
+def expired(key: CandidateKeyIssued, **overrides: Any) -> CandidateKeyExpired:
+    fields: dict[str, Any] = {"session_id": None, "reason": "key_expired", "expired_at": key.expires_at}
+    return CandidateKeyExpired(**_of(key), **{**fields, **overrides})
+
+
 def one_of_each() -> list[Event]:
     """A stream holding every event type, in a valid order."""
     first = created()
-    key = issued(first)
-    return [first, key, revoked(key), deleted(first)]
+    taken, lapsed, withdrawn = issued(first), issued(first), issued(first)
+    started = redeemed(taken)
+    return [
+        first,
+        taken,
+        consented(taken),
+        started,
+        resumed(started),
+        device_checked(started),
+        completed(started),
+        lapsed,
+        expired(lapsed),
+        withdrawn,
+        revoked(withdrawn),
+        deleted(first),
+    ]
 
 
 def recorded(

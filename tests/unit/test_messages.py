@@ -81,6 +81,12 @@ def test_every_event_type_has_a_routing_key():
         "AssessmentDeleted": "assessment.deleted",
         "CandidateKeyIssued": "candidate_key.issued",
         "CandidateKeyRevoked": "candidate_key.revoked",
+        "CandidateConsented": "candidate_key.consented",
+        "CandidateKeyRedeemed": "candidate_key.redeemed",
+        "CandidateSessionResumed": "candidate_key.session_resumed",
+        "CandidateDeviceChecked": "candidate_key.device_checked",
+        "CandidateKeyCompleted": "candidate_key.completed",
+        "CandidateKeyExpired": "candidate_key.expired",
     }
 
 

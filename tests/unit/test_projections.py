@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from events.aggregate import ACTIVE, COMPLETED, EXPIRED, PENDING
+from events.candidate import ACTIVE, COMPLETED, EXPIRED, PENDING
 from events.model import RecordedEvent
 from events.sql.catalogue import REQUIRED, InvalidCatalogue, parse_catalogue
 from projections import projector

@@ -46,7 +46,7 @@ from tests.unit.builders import NOW
 
 ORG = "org-acme"
 #: The real pause, which the `pauses` fixture replaces in every other test.
-BACK_OFF = service_module._back_off
+BACK_OFF = service_module.back_off
 ISSUE = Issue(
     id="flask-5628-env-file-precedence",
     title="Env file precedence",
@@ -123,7 +123,7 @@ def fresh_keys(block: str = "AAAA") -> Callable[[], str]:
 def pauses(monkeypatch) -> list[int]:
     """The attempts after which the service paused, instead of pausing."""
     paused: list[int] = []
-    monkeypatch.setattr(service_module, "_back_off", paused.append)
+    monkeypatch.setattr(service_module, "back_off", paused.append)
     return paused
 
 

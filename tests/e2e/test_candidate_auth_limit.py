@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -129,6 +130,38 @@ def test_a_429_counts_nothing_and_moves_nothing(limited: Limited):
     limited.clock.now = MIDDLE + timedelta(seconds=30)  # the window's end did not move
     assert limited.as_candidate(limited.key).status_code == 200
     assert limited.failures() == [("127.0.0.1", LIMIT)]
+
+
+def candidate_calls(limited: Limited, key: str) -> list[requests.Response]:
+    """One call of each candidate endpoint that takes a secret, with `key` (or as a token)."""
+    with Client(limited.system.api.url) as session:
+        return [
+            session.get("/v1/candidate/consent", params={"key": key}),
+            session.post("/v1/candidate/consent", json={"key": key}),
+            session.post("/v1/candidate/redeem", json={"key": key}),
+            session.post(
+                "/v1/candidate/device-check",
+                json={"checkpoint": "start", "fingerprint": {}},
+                headers={"X-API-Key": key},
+            ),
+            session.post("/v1/candidate/complete", json={"key": key, "sessionId": str(uuid.uuid4())}),
+            session.get("/v1/issues/any-issue", headers={"X-API-Key": key}),
+        ]
+
+
+def test_every_candidate_endpoint_counts_its_failures_and_is_limited(limited: Limited):
+    calls = 6  # one failure per endpoint: the limit is reached by the last of them
+    app = limited.system.api.app
+    services = app.extensions[EXTENSION]
+    limiter = AuthLimiter(services.engine, calls, WINDOW, clock=limited.clock)
+    app.extensions[EXTENSION] = replace(services, auth_limiter=limiter)
+
+    for response in candidate_calls(limited, WRONG_KEY):
+        assert_error(response, 401, "unauthorized")
+    assert limited.failures() == [("127.0.0.1", calls)]
+
+    for response in candidate_calls(limited, limited.key):
+        refused_for(response, WINDOW)
 
 
 def test_a_correct_key_counts_no_failure(limited: Limited):

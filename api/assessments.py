@@ -22,6 +22,7 @@ from api.http import (
     reviewer,
     services,
 )
+from api.limits import candidate_auth_limited
 from api.schemas import (
     AssessmentSchema,
     AssessmentWithIssueSchema,
@@ -152,9 +153,11 @@ def get_one(assessment_id: str):
     return respond({"assessment": _from_stream(state)})
 
 
+@candidate_auth_limited
 def _get_as_candidate(credential: str, assessment_id: str):
     """A key (pending or active) or a session token (session active) of this assessment,
-    decided on the stream itself, so a revoke, a delete or the deadline is effective at once."""
+    decided on the stream itself, so a revoke, a delete or the deadline is effective at once.
+    Limited per client address (reviewers' requests are not: their tokens are long secrets)."""
     stream_id = as_uuid(assessment_id)
     if stream_id is None or not credential.isprintable():  # no credential has a control character
         raise CandidateRefused()

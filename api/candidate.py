@@ -3,7 +3,8 @@
 The client's calls, in order: read the disclosure and whether it was consented to, consent,
 redeem the key (a session and its token), report the device at checkpoints, complete. The
 routes only parse and render; what a candidate may do is decided in `events.candidates` and
-`events.aggregate`, on the assessment's stream.
+`events.aggregate`, on the assessment's stream. Every one of them takes a secret from a caller
+nobody knows yet, so each is limited per client address (`api.limits`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from api.candidate_schemas import (
     RedemptionSchema,
 )
 from api.http import json_body, query_args, services
+from api.limits import candidate_auth_limited
 from api.schemas import compile_dump
 from events.aggregate import CandidateRefused
 from events.candidates import InSession, Redemption
@@ -49,6 +51,7 @@ def _correlation_id() -> str | None:
 
 
 @bp.get("/consent")
+@candidate_auth_limited
 def consent_status():
     key = _CONSENT_QUERY.load(query_args())["key"]
     candidates = services().candidates
@@ -66,6 +69,7 @@ def consent_status():
 
 
 @bp.post("/consent")
+@candidate_auth_limited
 def consent():
     data = _CONSENT.load(json_body())
     key = services().candidates.consent(data["key"], data["disclosure_hash"], _correlation_id())
@@ -82,6 +86,7 @@ def consent():
 
 
 @bp.post("/redeem")
+@candidate_auth_limited
 def redeem():
     """`200` for a first redeem and for every later one of the active key (the same session,
     a new token): the client accepts nothing else."""
@@ -112,6 +117,7 @@ def _redeemed_view(redemption: Redemption) -> dict[str, Any]:
 
 
 @bp.post("/device-check")
+@candidate_auth_limited
 def device_check():
     session = _session()  # credentials before the body: a stranger learns nothing from errors
     data = _DEVICE_CHECK.load(json_body())
@@ -127,6 +133,7 @@ def _session() -> InSession:
 
 
 @bp.post("/complete")
+@candidate_auth_limited
 def complete():
     data = _COMPLETE.load(json_body())
     completed_at = services().candidates.complete(data["key"], data["session_id"], _correlation_id())

@@ -39,6 +39,7 @@ _CODES = {
     414: "uri_too_long",
     415: "unsupported_media_type",
     417: "expectation_failed",
+    429: "rate_limited",
     431: "request_header_fields_too_large",
     500: "internal",
     501: "not_implemented",
@@ -50,11 +51,20 @@ CANDIDATE_REFUSED = "This candidate key or session is not valid."
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, details: dict[str, Any] | None = None) -> None:
+    """An error answered in the one shape; `headers` go out with it (a 429's Retry-After)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.details = details or {}
+        self.headers = headers or {}
 
 
 def not_found(what: str = "Resource") -> ApiError:
@@ -96,7 +106,9 @@ def _flat_messages(value: Any) -> list[str]:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
-        return error_response(error.status, error.message, error.details)
+        response = error_response(error.status, error.message, error.details)
+        response.headers.update(error.headers)
+        return response
 
     @app.errorhandler(ValidationError)
     def _validation(error: ValidationError):

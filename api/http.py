@@ -21,6 +21,7 @@ from events.ports import Catalogue
 from events.runtime.settings import Settings
 from events.service import AssessmentService
 from events.sql import tenancy
+from events.sql.auth_limits import AuthLimiter
 from events.sql.token_cache import TokenCache
 from events.tenancy import Reviewer
 from projections import queries
@@ -50,6 +51,9 @@ class Services:
     catalogue: Catalogue
     #: Reviewer tokens in memory (PostgreSQL only; see `events.sql.token_cache`).
     tokens: TokenCache[Reviewer] | None = None
+    #: Failed candidate authentications per client, shared by every API process through the
+    #: database (see `api.limits`); None: unlimited.
+    auth_limiter: AuthLimiter | None = None
 
     def clock(self) -> datetime:
         """The service's time (tests move it): what a key's status is judged at."""

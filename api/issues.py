@@ -6,6 +6,7 @@ from flask import Blueprint, jsonify
 
 from api.errors import not_found
 from api.http import Candidate, caller, requires_reviewer, services
+from api.limits import candidate_auth_limited
 from api.schemas import IssueSchema, compile_dump
 from events.aggregate import CandidateRefused
 
@@ -32,6 +33,7 @@ def get_one(issue_id: str):
     return jsonify({"issue": _dump_issue(issue)})
 
 
+@candidate_auth_limited
 def _authorise_candidate(credential: str, issue_id: str) -> None:
     if not credential.isprintable():
         raise CandidateRefused()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import create_app
 from api.http import Services
@@ -26,6 +27,7 @@ from events.candidates import CandidateService
 from events.disclosure import Disclosure, InvalidDisclosure, disclosure_from
 from events.runtime.settings import Settings
 from events.service import AssessmentService
+from events.sql.auth_limits import AuthLimiter
 from events.sql.catalogue import SqlCatalogue
 from events.sql.dialect import dialect_of
 from events.sql.engine import autocommit, make_engine
@@ -79,6 +81,14 @@ def assessment_service(
 # --- the processes --------------------------------------------------------------------------
 
 
+def auth_limiter(settings: Settings, engine: Engine) -> AuthLimiter:
+    """Failed candidate authentications per client, counted in the database that every API
+    process shares."""
+    return AuthLimiter(
+        autocommit(engine), settings.candidate_auth_limit, settings.candidate_auth_window_seconds
+    )
+
+
 def candidate_service(settings: Settings, service: AssessmentService) -> CandidateService:
     return CandidateService(service, load_disclosure(settings.disclosure_file))
 
@@ -97,12 +107,23 @@ def api_services(settings: Settings, engine: Engine | None = None, **options: An
     service = assessment_service(engine, **options)
     tokens = dialect_of(engine).token_cache(engine)
     candidates = candidate_service(settings, service)
-    return Services(settings, autocommit(engine), service, candidates, service.catalogue, tokens)
+    limiter = auth_limiter(settings, engine)
+    return Services(settings, autocommit(engine), service, candidates, service.catalogue, tokens, limiter)
+
+
+def behind_proxies(app: Flask, settings: Settings) -> Flask:
+    """With `trusted_proxies` reverse proxies in front of the API, the client is the address
+    the outermost of them saw (X-Forwarded-For, counted from the right); without any, the
+    socket's peer, since a client can write that header itself. Only the address is taken
+    from the proxies."""
+    if settings.trusted_proxies > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0)
+    return app
 
 
 def api_app(settings: Settings, engine: Engine | None = None, **options: Any) -> Flask:
     """The app; nothing connects until the first request needs it."""
-    return create_app(api_services(settings, engine, **options))
+    return behind_proxies(create_app(api_services(settings, engine, **options)), settings)
 
 
 def relay(
@@ -178,5 +199,8 @@ def dev(settings: Settings) -> DevParts:
     worker_ = InProcessWorker(event_handler(engine, store), broker)
     service = assessment_service(engine, store)
     candidates = candidate_service(settings, service)
-    services = Services(settings, autocommit(engine), service, candidates, service.catalogue)
-    return DevParts(engine, create_app(services), relay_, worker_)
+    limiter = auth_limiter(settings, engine)
+    services = Services(
+        settings, autocommit(engine), service, candidates, service.catalogue, auth_limiter=limiter
+    )
+    return DevParts(engine, behind_proxies(create_app(services), settings), relay_, worker_)

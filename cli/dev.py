@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 from cli import bootstrap
 from events.runtime.settings import Settings
-from events.sql import catalogue, tenancy
+from events.sql import auth_limits, catalogue, tenancy
 from events.sql.catalogue import oss_issues
 from events.sql.tables import metadata as store_metadata
 from events.tenancy import IssuedToken
@@ -35,7 +35,8 @@ DEMO_ORG = "Demo"
 def create_schema(engine: Engine) -> None:
     """SQLite has no migrations here: the tables are created from the models when missing,
     with the same guard as the PostgreSQL migration: events are never updated or deleted."""
-    for metadata in (store_metadata, projection_metadata, tenancy.metadata, catalogue.metadata):
+    tables = (store_metadata, projection_metadata, tenancy.metadata, catalogue.metadata, auth_limits.metadata)
+    for metadata in tables:
         metadata.create_all(engine)
     with engine.begin() as conn:
         for operation in ("UPDATE", "DELETE"):

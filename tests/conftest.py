@@ -77,6 +77,9 @@ def shared_system(databases: Databases, broker_url: str, broker_names) -> Iterat
         exchange=f"{prefix}.assessments.events",
         worker_queue=f"{prefix}.assessments.worker",
         read_wait_seconds=3.0,
+        # Every test calls from 127.0.0.1, and refusing candidate keys is what many do: the
+        # limit is tested on systems of its own (tests/e2e/test_candidate_auth_limit.py).
+        candidate_auth_limit=1_000_000,
     )
     system = System(settings)
     system.start_relay()

@@ -243,6 +243,21 @@ def register(spec: APISpec) -> None:
         ),
         "PayloadTooLarge": error("payload_too_large: the body is over 1 MiB."),
         "UnsupportedMediaType": error("unsupported_media_type: the body is not declared as JSON."),
+        "RateLimited": {
+            **error(
+                "rate_limited: this client address failed too many candidate authentications in the "
+                "current window; every candidate request from it is refused, a correct key included, "
+                "until the window ends."
+            ),
+            "headers": {
+                **header_refs(),
+                "Retry-After": {
+                    "description": "Whole seconds until the window ends.",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+                },
+            },
+        },
         "Unexpected": error(
             "Any other error: method_not_allowed (405, with Allow), internal (500), unavailable (503, with "
             "Retry-After).",

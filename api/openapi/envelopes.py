@@ -99,7 +99,7 @@ class ErrorBodySchema(_Doc):
         metadata={
             "description": "validation_error (400), unauthorized (401), consent_required (403), "
             "not_found (404), conflict (409), deadline_passed (409), payload_too_large (413), "
-            "unsupported_media_type (415), internal (500), unavailable (503)."
+            "unsupported_media_type (415), rate_limited (429), internal (500), unavailable (503)."
         },
     )
     message = fields.String(required=True)

@@ -77,6 +77,7 @@ _ERROR_RESPONSES = {
     403: "ConsentRequired",
     404: "NotFound",
     409: "Conflict",
+    429: "RateLimited",
 }
 
 #: The operators' probes: only what a load balancer or an orchestrator decides on.
@@ -141,6 +142,10 @@ _CANDIDATE_REFUSED = (
     "An unknown, revoked or expired key, a key of a deleted assessment, a session token whose session "
     "is not active, or a credential of another assessment: 401, one identical body for all."
 )
+_LIMITED = (
+    " A client address whose candidate credentials were refused too often in the current window gets "
+    "429 for every candidate request until the window ends (reviewers are not limited)."
+)
 
 
 def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, Any]]:
@@ -185,9 +190,9 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
             },
             description="For reviewers of its organisation (missing, deleted, another organisation's, or "
             "not a UUID: 404), and for candidates of this assessment with its key (pending or active) or "
-            "their session's token (while the session is active). " + _CANDIDATE_REFUSED,
+            "their session's token (while the session is active). " + _CANDIDATE_REFUSED + _LIMITED,
             security=BEARER_OR_CANDIDATE,
-            errors=(401, 404),
+            errors=(401, 404, 429),
         ),
         (item, "DELETE"): _op(
             "Soft-delete an assessment and its candidate keys",
@@ -233,7 +238,7 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
             description="For reviewers; and for a candidate (their key, or their session's token while the "
             "session is active) the issue of their own assessment only. " + _CANDIDATE_REFUSED,
             security=BEARER_OR_CANDIDATE,
-            errors=(401, 404),
+            errors=(401, 404, 429),
         ),
         (f"{item}/sessions", "GET"): _op(
             "List the assessment's candidate sessions",
@@ -261,7 +266,7 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
             + _CANDIDATE_REFUSED,
             security=NO_CREDENTIALS,
             parameters=query(ConsentQuerySchema, "consent"),
-            errors=(400, 401, (409, "KeyCompleted")),
+            errors=(400, 401, (409, "KeyCompleted"), 429),
         ),
         ("/v1/candidate/consent", "POST"): _op(
             "Consent to the disclosure",
@@ -271,7 +276,7 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
             "disclosure. " + _CANDIDATE_REFUSED,
             security=NO_CREDENTIALS,
             body=ConsentSchema,
-            errors=(400, 401, (409, "ConsentConflict")),
+            errors=(400, 401, (409, "ConsentConflict"), 429),
         ),
         ("/v1/candidate/redeem", "POST"): _op(
             "Redeem the key: start the session, or resume it",
@@ -286,7 +291,7 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
             description="Needs a consent to the current disclosure. " + _CANDIDATE_REFUSED,
             security=NO_CREDENTIALS,
             body=RedeemSchema,
-            errors=(400, 401, 403, (409, "KeyCompleted")),
+            errors=(400, 401, 403, (409, "KeyCompleted"), 429),
         ),
         ("/v1/candidate/device-check", "POST"): _op(
             "Report the candidate's device at a checkpoint",
@@ -297,7 +302,7 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
             "401.",
             security=SESSION_TOKEN,
             body=DeviceCheckSchema,
-            errors=(400, 401, 409),
+            errors=(400, 401, 409, 429),
         ),
         ("/v1/candidate/complete", "POST"): _op(
             "Complete the session",
@@ -307,7 +312,7 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
             + _CANDIDATE_REFUSED,
             security=NO_CREDENTIALS,
             body=CompleteSchema,
-            errors=(400, 401, (409, "CompleteConflict")),
+            errors=(400, 401, (409, "CompleteConflict"), 429),
         ),
         ("/v1/health", "GET"): _op(
             "Reachability, for the candidate's client",

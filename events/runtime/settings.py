@@ -31,6 +31,13 @@ class Settings:
     #: How long the worker lets deliveries gather into one transaction.
     worker_linger_ms: float = 5.0
     log_level: str = "INFO"
+    #: Failed candidate authentications a client address may make per window before it is
+    #: refused (429) until the window ends, whatever key it then sends.
+    candidate_auth_limit: int = 20
+    candidate_auth_window_seconds: int = 60
+    #: Reverse proxies in front of the API that append to X-Forwarded-For; 0 trusts only the
+    #: socket's peer, since any client can write the header itself.
+    trusted_proxies: int = 0
     #: The disclosure candidates consent to (`events.disclosure`); the shipped one by default.
     disclosure_file: str = str(DEFAULT_DISCLOSURE_FILE)
 
@@ -55,6 +62,9 @@ class Settings:
             "relay_batch_interval_ms": _float(env.get("ASSESSMENTS_RELAY_BATCH_INTERVAL_MS")),
             "worker_linger_ms": _float(env.get("ASSESSMENTS_WORKER_LINGER_MS")),
             "log_level": env.get("ASSESSMENTS_LOG_LEVEL"),
+            "candidate_auth_limit": _int(env.get("ASSESSMENTS_CANDIDATE_AUTH_LIMIT")),
+            "candidate_auth_window_seconds": _int(env.get("ASSESSMENTS_CANDIDATE_AUTH_WINDOW_SECONDS")),
+            "trusted_proxies": _int(env.get("ASSESSMENTS_TRUSTED_PROXIES")),
             "disclosure_file": env.get("ASSESSMENTS_DISCLOSURE_FILE"),
         }
         settings = cls(**{key: value for key, value in read.items() if value is not None})

@@ -48,6 +48,10 @@ class Portable:
         """None: without LISTEN nothing can vouch that a remembered token was not revoked."""
         return None
 
+    def insert(self, table: Table) -> sqlite.Insert:
+        """An INSERT that can take `on_conflict_do_update`: each database has its own."""
+        return sqlite.insert(table)
+
     def upsert(self, conn: Connection, table: Table, key: str, rows: list[dict]) -> None:
         """Insert or overwrite rows by their primary key (at most one row per key)."""
         if rows:
@@ -89,6 +93,9 @@ class Postgres(Portable):
 
     def token_cache(self, engine: Engine) -> TokenCache:
         return TokenCache(libpq_url(engine))
+
+    def insert(self, table: Table) -> postgresql.Insert:
+        return postgresql.insert(table)
 
     def upsert(self, conn: Connection, table: Table, key: str, rows: list[dict]) -> None:
         """The rows travel as one JSON document in one statement: a batch of the worker's costs

@@ -7,13 +7,19 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 
-from events.sql import catalogue, tables, tenancy
+from events.sql import auth_limits, catalogue, tables, tenancy
 from projections import tables as read_tables
 
 
 def declared() -> MetaData:
     combined = MetaData()
-    for metadata in (tables.metadata, read_tables.metadata, tenancy.metadata, catalogue.metadata):
+    for metadata in (
+        tables.metadata,
+        read_tables.metadata,
+        tenancy.metadata,
+        catalogue.metadata,
+        auth_limits.metadata,
+    ):
         for table in metadata.tables.values():
             table.to_metadata(combined)
     return combined

@@ -20,6 +20,9 @@ ENV = {
     "ASSESSMENTS_RELAY_BATCH_INTERVAL_MS": "25",
     "ASSESSMENTS_WORKER_LINGER_MS": "20",
     "ASSESSMENTS_LOG_LEVEL": "DEBUG",
+    "ASSESSMENTS_CANDIDATE_AUTH_LIMIT": "5",
+    "ASSESSMENTS_CANDIDATE_AUTH_WINDOW_SECONDS": "300",
+    "ASSESSMENTS_TRUSTED_PROXIES": "1",
 }
 
 
@@ -38,6 +41,9 @@ def test_every_assessments_variable_is_read_with_its_type():
         relay_batch_interval_ms=25.0,
         worker_linger_ms=20.0,
         log_level="DEBUG",
+        candidate_auth_limit=5,
+        candidate_auth_window_seconds=300,
+        trusted_proxies=1,
     )
 
 
@@ -49,6 +55,8 @@ def test_an_empty_environment_gives_the_defaults():
     assert settings.exchange == "assessments.events"
     assert settings.worker_queue == "assessments.worker"
     assert settings.read_wait_seconds == 1.0
+    assert (settings.candidate_auth_limit, settings.candidate_auth_window_seconds) == (20, 60)
+    assert settings.trusted_proxies == 0
 
 
 def test_unset_variables_keep_their_defaults():

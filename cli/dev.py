@@ -63,7 +63,11 @@ def load_sample_catalogue(engine: Engine) -> None:
 
 
 def run_dev(bind: str, database: Path) -> None:
-    settings = Settings(database_url=f"sqlite:///{database.resolve()}", broker_url="memory://", bind=bind)
+    """The other settings still come from the environment (the disclosure file, the candidate
+    limit, the log level); the database and the broker are dev mode's own."""
+    settings = Settings.from_env(
+        database_url=f"sqlite:///{database.resolve()}", broker_url="memory://", bind=bind
+    )
     parts = bootstrap.dev(settings)
     engine, app, relay, worker = parts.engine, parts.app, parts.relay, parts.worker
     create_schema(engine)

@@ -166,7 +166,10 @@ def worker(
 ) -> Worker:
     from worker.consumer import Worker
 
-    handler = handler or event_handler(engine or worker_engine(settings))
+    if handler is None:
+        engine = engine or worker_engine(settings)
+        handler = event_handler(engine)
+        handler.chores.append(auth_limiter(settings, engine).purge)
     tuning = {"prefetch": settings.worker_prefetch, "linger_seconds": settings.worker_linger_ms / 1000}
     return Worker(
         handler,
@@ -196,10 +199,12 @@ def dev(settings: Settings) -> DevParts:
     broker = InProcessBroker()
     relay_ = InProcessRelay(dialect_of(engine).outbox(engine), broker)
     store.on_append.append(relay_.wake)  # no LISTEN/NOTIFY on SQLite: the store wakes it
-    worker_ = InProcessWorker(event_handler(engine, store), broker)
+    limiter = auth_limiter(settings, engine)
+    handler = event_handler(engine, store)
+    handler.chores.append(limiter.purge)
+    worker_ = InProcessWorker(handler, broker)
     service = assessment_service(engine, store)
     candidates = candidate_service(settings, service)
-    limiter = auth_limiter(settings, engine)
     services = Services(
         settings, autocommit(engine), service, candidates, service.catalogue, auth_limiter=limiter
     )

@@ -8,7 +8,7 @@ acknowledge.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -50,6 +50,7 @@ class EventHandler:
         self.service = service or AssessmentService(store)
         self._cascade = Cascade(self.service)
         self.expire = Expiry(engine, self.service)
+        self.chores: list[Callable[[], object]] = []
         self.totals = Totals()
 
     def handle(self, events: Sequence[RecordedEvent]) -> None:
@@ -83,9 +84,12 @@ class EventHandler:
 
     def housekeeping(self) -> None:
         """The worker's periodic work: project what never arrived, then record expiries (on
-        projections that are as fresh as the sweep could make them)."""
+        projections that are as fresh as the sweep could make them), then the `chores` the
+        composition root added (forgetting old failed candidate authentications)."""
         self.sweep()
         self.expire()
+        for chore in self.chores:
+            chore()
 
     def sweep(self, older_than_seconds: float = 5.0, limit: int = 100) -> int:
         """Project streams whose events have waited too long: their message was lost (for

@@ -199,3 +199,26 @@ def test_purge_older_than_a_moment_deletes_every_window_over_by_then(limiter, cl
     assert limiter.purge(clock.now) == 1
     assert [client for client, _, _ in stored(engine)] == ["192.0.2.2"]
     assert limiter.purge(clock.now) == 0
+
+
+def test_the_workers_housekeeping_forgets_the_windows_long_over(make_settings):
+    """The purge is one of the worker's chores: the table keeps only recent windows."""
+    from cli import bootstrap
+
+    settings = make_settings(candidate_auth_window_seconds=WINDOW)
+    worker = bootstrap.worker(settings)
+    engine = worker.handler.engine
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    long_ago = AuthLimiter(autocommit(engine), LIMIT, WINDOW, clock=lambda: yesterday)
+    now = AuthLimiter(autocommit(engine), LIMIT, WINDOW)
+    try:
+        fail(long_ago, "203.0.113.1", 1)
+        fail(now, "203.0.113.2", 1)
+
+        worker.handler.housekeeping()
+
+        with engine.connect() as conn:
+            left = conn.execute(select(candidate_auth_failures.c.client)).scalars().all()
+        assert left == ["203.0.113.2"]
+    finally:
+        engine.dispose()

@@ -182,18 +182,24 @@ def get_session(conn: Connection, org_id: str, session_id: uuid.UUID) -> KeyRow 
 
 
 def due_to_expire(conn: Connection, now: datetime, limit: int) -> list[uuid.UUID]:
-    """Assessments with a key that ended by time (pending past `expires_at`, active past its
-    deadline) but not by an event: what the expiry step decides on. Served by the open-keys
-    index; the decision itself is taken on each stream."""
+    """Live assessments with a key that ended by time (pending past `expires_at`, active past
+    its deadline) but not by an event, those due longest first: what the expiry step decides
+    on. Served by the open-keys index; the decision itself is taken on each stream. Deleted
+    assessments are left out: their keys are the cascade's to revoke, and however many wait
+    for it they cannot crowd the others out of a step."""
+    ends_at = func.coalesce(keys_view.c.deadline, keys_view.c.expires_at)
     query = (
         select(keys_view.c.assessment_id)
+        .select_from(keys_view.join(view, view.c.id == keys_view.c.assessment_id))
         .where(
             keys_view.c.revoked_at.is_(None),
             keys_view.c.completed_at.is_(None),
             keys_view.c.expired_at.is_(None),
-            func.coalesce(keys_view.c.deadline, keys_view.c.expires_at) <= now,
+            ends_at <= now,
+            view.c.deleted_at.is_(None),
         )
         .group_by(keys_view.c.assessment_id)
+        .order_by(func.min(ends_at))
         .limit(limit)
     )
     return list(conn.scalars(query))

@@ -4,9 +4,11 @@ validates against its documented JSON Schema."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import json
+import os
 import re
 import typing
 import uuid
@@ -240,12 +242,31 @@ def test_the_schema_refuses_a_hint_that_shows_more_than_the_last_two_characters(
 # --- every published message validates --------------------------------------------------------------
 
 
-def run_workload(system) -> int:
+#: How long the worker may take to record the workload's expiries: its expiry step runs with
+#: its sweep, every few seconds (worker.consumer.SWEEP_EVERY_SECONDS).
+EXPIRY_WAIT_SECONDS = 30
+
+
+@dataclasses.dataclass
+class Workload:
+    """What a workload leaves behind: how many events of some types the store must end up with
+    (those decided after the HTTP calls answered: the cascade's and the expiry step's), and
+    every secret a candidate or reviewer held, which no published message may contain."""
+
+    awaited: dict[str, int]
+    secrets: list[str]
+    expiring_session_id: str = ""
+
+
+def run_workload(system) -> Workload:
     """Every kind of event, with optional fields both set and null: creates (bare and full),
-    keys with and without candidates, a revoke, a delete whose keys the cascade revokes.
-    Returns how many revocations the store ends up with."""
+    keys with and without candidates, a revoke, a delete whose keys the cascade revokes; and
+    the candidate's side as the command-line client plays it (consent, redeem, redeem again,
+    device checks with the session token, complete), then time moved on so that a pending key
+    passes its expiry and an active session its deadline, for the worker to record both."""
     import_catalogue(system.engine, CATALOGUE)
     issue_id = json.loads(CATALOGUE.read_text(encoding="utf-8"))[0]["id"]
+    secrets: list[str] = []
     with Client(system.api.url, new_org(system.settings.database_url).token) as client:
         bare = create(client)
         full = create(
@@ -256,7 +277,7 @@ def run_workload(system) -> int:
             issueId=issue_id,
             rubricId=str(uuid.uuid4()),
         )
-        issue_keys(
+        named = issue_keys(
             client,
             full["id"],
             count=2,
@@ -267,12 +288,92 @@ def run_workload(system) -> int:
         anonymous = issue_keys(client, bare["id"], count=2)
         assert client.delete(f"/v1/assessments/{bare['id']}/keys/{anonymous[0]['id']}").status_code == 200
         assert client.delete(f"/v1/assessments/{full['id']}").status_code == 200
-        return 1 + 2
+
+        taken = create(client, timeLimitMinutes=60, expiresInDays=2)
+        done, lapsing, untouched = issue_keys(client, taken["id"], count=3)
+        secrets += [key["key"] for key in (*named, *anonymous, done, lapsing, untouched)]
+        with Client(system.api.url) as candidate:
+            completed, tokens = candidate_completes(candidate, done["key"])
+            secrets += [*tokens, *fingerprint_values()]
+            session_id, token = candidate_starts(candidate, lapsing["key"])
+            secrets.append(token)
+            shown = candidate.get("/v1/candidate/consent", params={"key": untouched["key"]})
+            assert shown.status_code == 200, shown.text  # read only: it decides nothing
+        assert completed.status_code == 200, completed.text
+    # past the untouched key's expiry (2 days) and so past the lapsing session's deadline (60 min)
+    system.clock.advance(days=2, seconds=1)
+    return Workload({"CandidateKeyRevoked": 1 + 2, "CandidateKeyExpired": 2}, secrets, session_id)
 
 
-def settled(engine, revocations: int) -> bool:
-    revoked = scalar(engine, "SELECT count(*) FROM events WHERE type = 'CandidateKeyRevoked'")
-    return revoked == revocations and outbox_count(engine) == 0 and pending_count(engine) == 0
+def fingerprint(checkpoint: str) -> dict[str, Any]:
+    """A device report as the client sends it; each checkpoint's differs from the start's in
+    its host, so the second check records a change. Every string is unique to this module,
+    so finding one in a message can only mean the raw value leaked."""
+    return {
+        "os": "fp-os-linux-5c1e",
+        "arch": "fp-arch-x86_64-77d0",
+        "hostnameHash": f"fp-host-{checkpoint}-a41f",
+        "cpus": 8,
+    }
+
+
+def fingerprint_values() -> list[str]:
+    return sorted(
+        {value for cp in ("start", "end") for value in fingerprint(cp).values() if isinstance(value, str)}
+    )
+
+
+def candidate_consents(candidate: Client, key: str) -> None:
+    shown = candidate.get("/v1/candidate/consent", params={"key": key})
+    assert shown.status_code == 200, shown.text
+    consent = {"key": key, "disclosureHash": shown.json()["disclosureHash"]}
+    recorded = candidate.post("/v1/candidate/consent", json=consent)
+    assert recorded.status_code == 200, recorded.text
+
+
+def candidate_redeems(candidate: Client, key: str, **fields: Any) -> dict[str, Any]:
+    redeemed = candidate.post("/v1/candidate/redeem", json={"key": key, **fields})
+    assert redeemed.status_code == 200, redeemed.text
+    return redeemed.json()
+
+
+def candidate_checks_device(candidate: Client, token: str, checkpoint: str) -> None:
+    checked = candidate.post(
+        "/v1/candidate/device-check",
+        json={"checkpoint": checkpoint, "fingerprint": fingerprint(checkpoint)},
+        headers={"X-API-Key": token},
+    )
+    assert checked.status_code == 200, checked.text
+
+
+def candidate_completes(candidate: Client, key: str):
+    """The client's whole sequence: consent, redeem, redeem again (resumed, a new token),
+    device checks with the session token, complete. Returns the completion and the tokens."""
+    candidate_consents(candidate, key)
+    public_key = base64.b64encode(os.urandom(32)).decode()
+    first = candidate_redeems(candidate, key, candidateName="Grace Hopper", signingPubKey=public_key)
+    again = candidate_redeems(candidate, key)
+    assert again["sessionId"] == first["sessionId"]
+    candidate_checks_device(candidate, first["sessionToken"], "start")
+    candidate_checks_device(candidate, again["sessionToken"], "end")
+    body = {"sessionId": first["sessionId"], "key": key}
+    return candidate.post("/v1/candidate/complete", json=body), [first["sessionToken"], again["sessionToken"]]
+
+
+def candidate_starts(candidate: Client, key: str) -> tuple[str, str]:
+    """Consent, redeem (no name, no signing key) and one device check: a session left active."""
+    candidate_consents(candidate, key)
+    started = candidate_redeems(candidate, key)
+    candidate_checks_device(candidate, started["sessionToken"], "start")
+    return started["sessionId"], started["sessionToken"]
+
+
+def settled(engine, awaited: dict[str, int]) -> bool:
+    counts = {
+        type_name: scalar(engine, "SELECT count(*) FROM events WHERE type = :type_name", type_name=type_name)
+        for type_name in awaited
+    }
+    return counts == awaited and outbox_count(engine) == 0 and pending_count(engine) == 0
 
 
 def test_every_published_message_validates_against_its_documented_schema(system):
@@ -282,8 +383,12 @@ def test_every_published_message_validates_against_its_documented_schema(system)
     broker = BrokerClient(system.settings.broker_url, system.settings.exchange)
     try:
         tap = broker.tap(f"test-{RUN_ID}-{uuid.uuid4().hex[:6]}.tap")
-        revocations = run_workload(system)
-        wait_for(lambda: settled(system.engine, revocations), 15, "the workload and its cascade published")
+        workload = run_workload(system)
+        wait_for(
+            lambda: settled(system.engine, workload.awaited),
+            EXPIRY_WAIT_SECONDS,
+            "the workload, its cascade and its expiries recorded and published",
+        )
         published = broker.take(tap, scalar(system.engine, "SELECT count(*) FROM events"))
     finally:
         broker.close()
@@ -305,3 +410,23 @@ def test_every_published_message_validates_against_its_documented_schema(system)
     assert None in emails and "ada@example.com" in emails
     reasons = {(e["data"]["reason"], e["causationid"] is None) for e in seen["CandidateKeyRevoked"]}
     assert reasons == {("revoked", True), ("assessment_deleted", False)}
+    expiries = {(e["data"]["reason"], e["data"]["sessionId"]) for e in seen["CandidateKeyExpired"]}
+    assert expiries == {("key_expired", None), ("deadline_passed", workload.expiring_session_id)}
+    assert len(seen["CandidateKeyExpired"]) == 2  # each recorded once
+    assert len(seen["CandidateSessionResumed"]) == 1
+    assert sorted(e["data"]["changed"] for e in seen["CandidateDeviceChecked"]) == [False, False, True]
+    names = {e["data"]["candidateName"] for e in seen["CandidateKeyRedeemed"]}
+    assert names == {"Grace Hopper", None}
+    assert_no_secrets(published, workload.secrets)
+
+
+def assert_no_secrets(published, secrets: list[str]) -> None:
+    """Keys and session tokens are credentials, and a device's raw values are the candidate's:
+    no message body or header holds one (events carry a key's hint, no token at all, and a
+    salted hash of the fingerprint), not even without its prefix."""
+    assert len(secrets) == 2 + 2 + 3 + 3 + len(fingerprint_values())  # keys, tokens, raw values
+    for method, properties, body in published:
+        text = body.decode("utf-8") + json.dumps(properties.headers)
+        for secret in secrets:
+            for form in {secret, secret.removeprefix("PST-").removeprefix("cst_")}:
+                assert form not in text, f"{method.routing_key} carries {secret[:6]}..."

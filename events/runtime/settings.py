@@ -40,10 +40,27 @@ class Settings:
     trusted_proxies: int = 0
     #: The disclosure candidates consent to (`events.disclosure`); the shipped one by default.
     disclosure_file: str = str(DEFAULT_DISCLOSURE_FILE)
+    #: The notifier's queue (`<name>.dead` is its dead-letter queue), bound to key issuance only.
+    notifier_queue: str = "assessments.notifier"
+    #: Where the notifier sends invitations: smtp://[user:password@]host[:port][?starttls=true]
+    #: or smtps://... (implicit TLS). None: no SMTP (`assessments dev` then writes .eml files).
+    smtp_url: str | None = None
+    mail_from: str = "Assessments <assessments@localhost>"
+    #: `assessments dev` without SMTP writes each invitation to this folder as an .eml file.
+    mail_dir: str | None = None
+    #: How long a claimed invitation belongs to the notifier that claimed it. One killed after
+    #: the SMTP server accepted a mail but before it recorded the send is re-sent after this.
+    mail_lease_seconds: float = 300.0
+    #: Transient SMTP failures (connection, 4xx) are tried again until this many attempts.
+    mail_max_attempts: int = 50
 
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.worker_queue}.dead"
+
+    @property
+    def notifier_dead_letter_queue(self) -> str:
+        return f"{self.notifier_queue}.dead"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -66,6 +83,12 @@ class Settings:
             "candidate_auth_window_seconds": _int(env.get("ASSESSMENTS_CANDIDATE_AUTH_WINDOW_SECONDS")),
             "trusted_proxies": _int(env.get("ASSESSMENTS_TRUSTED_PROXIES")),
             "disclosure_file": env.get("ASSESSMENTS_DISCLOSURE_FILE"),
+            "notifier_queue": env.get("ASSESSMENTS_NOTIFIER_QUEUE"),
+            "smtp_url": env.get("ASSESSMENTS_SMTP_URL") or None,
+            "mail_from": env.get("ASSESSMENTS_MAIL_FROM"),
+            "mail_dir": env.get("ASSESSMENTS_MAIL_DIR") or None,
+            "mail_lease_seconds": _float(env.get("ASSESSMENTS_MAIL_LEASE_SECONDS")),
+            "mail_max_attempts": _int(env.get("ASSESSMENTS_MAIL_MAX_ATTEMPTS")),
         }
         settings = cls(**{key: value for key, value in read.items() if value is not None})
         return replace(settings, **overrides)

@@ -27,24 +27,35 @@ class Message:
 
 
 class InProcessBroker:
-    """One exchange with one queue bound to every routing key: what the worker needs."""
+    """One exchange with the worker's queue bound to every routing key, and any other queue
+    bound to routing keys of its own (`bind`): the notifier's, in `assessments dev`."""
 
     def __init__(self) -> None:
         self._queue: queue.Queue[Message] = queue.Queue()
+        self._bound: dict[str, tuple[frozenset[str], queue.Queue[Message]]] = {}
         self.dead_letters: list[tuple[Message, str]] = []
+
+    def bind(self, name: str, routing_keys: list[str]) -> None:
+        """A queue `name` that gets a copy of every message with one of these routing keys."""
+        self._bound.setdefault(name, (frozenset(routing_keys), queue.Queue()))
 
     def publish(self, message: Message) -> None:
         self._queue.put(message)
+        for routing_keys, bound in self._bound.values():
+            if message.routing_key in routing_keys:
+                bound.put(message)
 
-    def take(self, max_count: int, timeout: float) -> list[Message]:
-        """Up to `max_count` messages; waits up to `timeout` for the first one."""
+    def take(self, max_count: int, timeout: float, name: str | None = None) -> list[Message]:
+        """Up to `max_count` messages of the worker's queue (or the bound queue `name`);
+        waits up to `timeout` for the first one."""
+        source = self._queue if name is None else self._bound[name][1]
         try:
-            batch = [self._queue.get(timeout=timeout)]
+            batch = [source.get(timeout=timeout)]
         except queue.Empty:
             return []
         while len(batch) < max_count:
             try:
-                batch.append(self._queue.get_nowait())
+                batch.append(source.get_nowait())
             except queue.Empty:
                 break
         return batch

@@ -142,3 +142,24 @@ def ensure_topology(broker_url: str, exchange: str, worker_queue: str) -> None:
     finally:
         if connection.is_open:
             connection.close()
+
+
+def declare_consumer_queue(
+    channel: BlockingChannel, exchange: str, queue: str, routing_keys: list[str], setting: str
+) -> None:
+    """A downstream consumer's own topology (the notifier's): the exchange, the consumer's
+    durable queue bound to the routing keys it needs, and its dead-letter queue `<queue>.dead`.
+    `setting` names the variable to fix when a name exists with other properties."""
+    dead_letters = f"{queue}.dead"
+    with _declaring("ASSESSMENTS_EXCHANGE", exchange):
+        channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
+    with _declaring(setting, dead_letters):
+        channel.queue_declare(queue=dead_letters, durable=True)
+    with _declaring(setting, queue):
+        channel.queue_declare(
+            queue=queue,
+            durable=True,
+            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letters},
+        )
+    for routing_key in routing_keys:
+        channel.queue_bind(queue=queue, exchange=exchange, routing_key=routing_key)

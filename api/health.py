@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import services
 from events.runtime import metrics
+from events.sql import invitations
 from events.sql.dialect import dialect_of
 from events.sql.tables import outbox_table, projection_pending_table
 
@@ -123,7 +124,7 @@ def _database(engine: Engine) -> tuple[Check, dict[str, Any]]:
     started = time.perf_counter()
     try:
         with engine.connect() as conn:
-            backlog, pending, oldest = conn.execute(_FIGURES).one()
+            backlog, pending, oldest, *mail = conn.execute(_FIGURES).one()
             latency = _ms_since(started)
             migrations = _migrations(conn)
     except SQLAlchemyError as error:
@@ -132,11 +133,25 @@ def _database(engine: Engine) -> tuple[Check, dict[str, Any]]:
             "migrations": unknown,
             "outboxBacklog": None,
             "projectionLag": None,
+            "invitations": None,
         }
     return {"status": "ok", "latencyMs": latency}, {
         "migrations": migrations,
         "outboxBacklog": backlog,
         "projectionLag": {"pendingEvents": pending, "oldestPendingSeconds": _seconds_since(oldest)},
+        "invitations": _invitations(*mail),
+    }
+
+
+def _invitations(pending: int, sending: int, failed: int, oldest_due: datetime | None) -> dict[str, Any]:
+    """The notifier's progress, from its table: mails waiting (new, or after a transient
+    failure), being sent, failed for good, and how long the most overdue has been due (it
+    grows while no notifier runs or the SMTP server keeps failing)."""
+    return {
+        "pending": pending,
+        "sending": sending,
+        "failed": failed,
+        "overdueSeconds": _seconds_since(oldest_due),
     }
 
 
@@ -144,6 +159,7 @@ _FIGURES = select(
     select(func.count()).select_from(outbox_table).scalar_subquery(),
     select(func.count()).select_from(projection_pending_table).scalar_subquery(),
     select(func.min(projection_pending_table.c.recorded_at)).scalar_subquery(),
+    *invitations.figures(),
 )
 
 

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from worker.consumer import Worker
     from worker.handler import EventHandler
     from worker.inprocess import InProcessWorker
+    from worker.notifier.consumer import Notifier
+    from worker.notifier.inprocess import InProcessNotifier
+    from worker.notifier.invitations import InvitationMailer
+    from worker.notifier.sending import Sender
 
 # --- engines: one per kind of process, each sized and tuned for what it runs ---------------
 
@@ -57,6 +61,10 @@ def relay_engine(settings: Settings) -> Engine:
 
 def worker_engine(settings: Settings) -> Engine:
     return make_engine(settings.database_url, pool_size=4)
+
+
+def notifier_engine(settings: Settings) -> Engine:
+    return make_engine(settings.database_url, pool_size=2)
 
 
 def admin_engine(settings: Settings) -> Engine:
@@ -180,6 +188,61 @@ def worker(
     )
 
 
+def mail_sender(settings: Settings, mail_dir: str | None = None) -> Sender:
+    """SMTP when `ASSESSMENTS_SMTP_URL` is set; otherwise .eml files in `mail_dir` (dev mode
+    only: a production notifier without SMTP refuses to start, see `cli.main`)."""
+    from worker.notifier.sending import MailDirSender, SmtpSender
+
+    if settings.smtp_url:
+        return SmtpSender(settings.smtp_url, settings.mail_from)
+    folder = settings.mail_dir or mail_dir
+    if folder is None:
+        raise ValueError("ASSESSMENTS_SMTP_URL is not set")
+    return MailDirSender(folder)
+
+
+def invitation_mailer(
+    settings: Settings,
+    engine: Engine,
+    store: SqlEventStore | None = None,
+    sender: Sender | None = None,
+    **options: Any,
+) -> InvitationMailer:
+    """Claim, decide, send, record: what the notifier does with one key. `options` go to the
+    invitations table (a clock)."""
+    from datetime import timedelta
+
+    from events.sql.invitations import Invitations
+    from worker.notifier.invitations import InvitationMailer
+
+    invitations = Invitations(engine, timedelta(seconds=settings.mail_lease_seconds), **options)
+    return InvitationMailer(
+        engine,
+        store or event_store(engine),
+        invitations,
+        sender or mail_sender(settings),
+        settings.mail_from,
+        max_attempts=settings.mail_max_attempts,
+        **options,
+    )
+
+
+def notifier(
+    settings: Settings,
+    engine: Engine | None = None,
+    broker_url: str | None = None,
+    mailer: InvitationMailer | None = None,
+    **options: Any,
+) -> Notifier:
+    """`assessments notifier`; `options` go to the consumer (tests sweep faster)."""
+    from worker.notifier.consumer import Notifier
+
+    mailer = mailer or invitation_mailer(settings, engine or notifier_engine(settings))
+    return Notifier(
+        mailer, broker_url or settings.broker_url, settings.exchange, settings.notifier_queue, **options
+    )
+
+
 @dataclass
 class DevParts:
     """`assessments dev`: the whole system over one SQLite engine and an in-process broker."""
@@ -188,11 +251,17 @@ class DevParts:
     app: Flask
     relay: InProcessRelay
     worker: InProcessWorker
+    notifier: InProcessNotifier
+    #: Where invitations go: the SMTP URL, or the folder of .eml files.
+    mail_to: str
 
 
-def dev(settings: Settings) -> DevParts:
+def dev(settings: Settings, mail_dir: str) -> DevParts:
+    """`mail_dir`: where invitations are written when there is no `ASSESSMENTS_SMTP_URL` (and
+    no `ASSESSMENTS_MAIL_DIR`)."""
     from events.memory.broker import InProcessBroker, InProcessRelay
     from worker.inprocess import InProcessWorker
+    from worker.notifier.inprocess import InProcessNotifier
 
     engine = make_engine(settings.database_url)
     store = event_store(engine)
@@ -208,4 +277,20 @@ def dev(settings: Settings) -> DevParts:
     services = Services(
         settings, autocommit(engine), service, candidates, service.catalogue, auth_limiter=limiter
     )
-    return DevParts(engine, behind_proxies(create_app(services), settings), relay_, worker_)
+    sender = mail_sender(settings, mail_dir)
+    notifier_ = InProcessNotifier(invitation_mailer(settings, engine, store, sender), broker)
+    mail_to = (
+        _without_password(settings.smtp_url) if settings.smtp_url else str(settings.mail_dir or mail_dir)
+    )
+    return DevParts(
+        engine, behind_proxies(create_app(services), settings), relay_, worker_, notifier_, mail_to
+    )
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()

@@ -1,7 +1,9 @@
 """`assessments dev`: the whole system in one process, with nothing to install or run first.
 
 SQLite (a file in the working directory) holds the event store, outbox and projections; an
-in-process queue stands in for RabbitMQ; the API, relay and worker are threads. Everything
+in-process queue stands in for RabbitMQ; the API, relay, worker and notifier are threads.
+Without `ASSESSMENTS_SMTP_URL` invitations are written as .eml files to a folder beside the
+database, which the start-up line names. Everything
 above those two adapters is the production code.
 """
 
@@ -20,7 +22,7 @@ from werkzeug.serving import make_server
 
 from cli import bootstrap
 from events.runtime.settings import Settings
-from events.sql import auth_limits, catalogue, tenancy
+from events.sql import auth_limits, catalogue, invitations, tenancy
 from events.sql.catalogue import oss_issues
 from events.sql.tables import metadata as store_metadata
 from events.tenancy import IssuedToken
@@ -35,7 +37,14 @@ DEMO_ORG = "Demo"
 def create_schema(engine: Engine) -> None:
     """SQLite has no migrations here: the tables are created from the models when missing,
     with the same guard as the PostgreSQL migration: events are never updated or deleted."""
-    tables = (store_metadata, projection_metadata, tenancy.metadata, catalogue.metadata, auth_limits.metadata)
+    tables = (
+        store_metadata,
+        projection_metadata,
+        tenancy.metadata,
+        catalogue.metadata,
+        auth_limits.metadata,
+        invitations.metadata,
+    )
     for metadata in tables:
         metadata.create_all(engine)
     with engine.begin() as conn:
@@ -62,14 +71,19 @@ def load_sample_catalogue(engine: Engine) -> None:
         catalogue.import_catalogue(engine, SAMPLE_CATALOGUE)
 
 
+def mail_folder(database: Path) -> Path:
+    """Without SMTP, invitations are written beside the database: `assessments-dev-mail/`."""
+    return database.resolve().parent / f"{database.stem}-mail"
+
+
 def run_dev(bind: str, database: Path) -> None:
     """The other settings still come from the environment (the disclosure file, the candidate
     limit, the log level); the database and the broker are dev mode's own."""
     settings = Settings.from_env(
         database_url=f"sqlite:///{database.resolve()}", broker_url="memory://", bind=bind
     )
-    parts = bootstrap.dev(settings)
-    engine, app, relay, worker = parts.engine, parts.app, parts.relay, parts.worker
+    parts = bootstrap.dev(settings, str(mail_folder(database)))
+    engine, app, relay, worker, notifier = parts.engine, parts.app, parts.relay, parts.worker, parts.notifier
     create_schema(engine)
     load_sample_catalogue(engine)
 
@@ -78,6 +92,7 @@ def run_dev(bind: str, database: Path) -> None:
     threads = [
         threading.Thread(target=relay.run, name="relay", daemon=True),
         threading.Thread(target=worker.run, name="worker", daemon=True),
+        threading.Thread(target=notifier.run, name="notifier", daemon=True),
     ]
     for thread in threads:
         thread.start()
@@ -85,13 +100,14 @@ def run_dev(bind: str, database: Path) -> None:
     def stop(*_) -> None:
         relay.stop()
         worker.stop()
+        notifier.stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     token = demo_token(engine)
     url = f"http://{host or '127.0.0.1'}:{server.server_port}"
-    click.echo(f"assessments dev: {url} (data in {database})")
+    click.echo(f"assessments dev: {url} (data in {database}; invitations to {parts.mail_to})")
     click.echo(json.dumps({"url": url, "orgId": token.org_id, "token": token.token}))
     server.serve_forever()
     for thread in threads:

@@ -38,7 +38,7 @@ log = logging.getLogger("assessments")
 
 #: Long-running production processes: they log JSON lines unless ASSESSMENTS_LOG_FORMAT says
 #: otherwise; every other command (and `run`, `dev`) logs readable text.
-JSON_LOGGING_COMMANDS = {"api", "relay", "worker"}
+JSON_LOGGING_COMMANDS = {"api", "relay", "worker", "notifier"}
 
 
 def configure_logging(level: str, command: str | None = None) -> None:
@@ -351,10 +351,30 @@ def worker(settings: Settings, allow_embedded: bool, metrics_port: int | None) -
 
 
 @main.command()
+@ALLOW_EMBEDDED
+@METRICS_PORT
+@click.pass_obj
+def notifier(settings: Settings, allow_embedded: bool, metrics_port: int | None) -> None:
+    """Mail each candidate issued a key with an email their invitation, once (to
+    ASSESSMENTS_SMTP_URL; or, for development, as .eml files into ASSESSMENTS_MAIL_DIR)."""
+    refuse_embedded(settings, allow_embedded)
+    if not settings.smtp_url and not settings.mail_dir:
+        raise Misconfigured("ASSESSMENTS_SMTP_URL is not set: the notifier needs an SMTP server")
+    try:
+        process = bootstrap.notifier(settings)
+    except ValueError as error:
+        raise Misconfigured(str(error)) from None
+    _stop_on_signals(process.stop)
+    with _metrics_served(metrics_port):
+        process.run()
+
+
+@main.command()
 @click.option("--bind", help="host:port for the API.")
 @METRICS_PORT
 def run(bind: str | None, metrics_port: int | None) -> None:
-    """api + relay + worker in the foreground, for a developer. Ctrl-C stops all three.
-    Readable logs unless ASSESSMENTS_LOG_FORMAT says otherwise; with --metrics-port P the relay
-    serves its metrics on P and the worker on P+1."""
+    """api + relay + worker (+ notifier when ASSESSMENTS_SMTP_URL is set) in the foreground, for
+    a developer. Ctrl-C stops them all. Readable logs unless ASSESSMENTS_LOG_FORMAT says
+    otherwise; with --metrics-port P the relay serves its metrics on P, the worker on P+1 and
+    the notifier on P+2."""
     sys.exit(run_service(bind, metrics_port))

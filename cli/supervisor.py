@@ -1,5 +1,7 @@
-"""`assessments run`: the API, the relay and the worker as child processes in the foreground,
-for a developer who wants the whole service from one command.
+"""`assessments run`: the API, the relay, the worker and the notifier as child processes in the
+foreground, for a developer who wants the whole service from one command. Without
+`ASSESSMENTS_SMTP_URL` (e.g. a local mail catcher's) the notifier writes invitations as .eml
+files to `ASSESSMENTS_MAIL_DIR`, by default `assessments-mail/` in the working directory.
 
 Each child is `python -m cli <command>`, so it runs exactly as it would in production. When one
 exits, or the developer presses Ctrl-C or sends SIGTERM, every child gets SIGTERM and a grace
@@ -20,15 +22,19 @@ STOP_TIMEOUT_SECONDS = 30
 POLL_SECONDS = 0.2
 
 
+DEFAULT_MAIL_DIR = "assessments-mail"
+
+
 def child_arguments(bind: str | None, metrics_port: int | None) -> list[list[str]]:
-    """The api, relay and worker commands; with a metrics port P the relay serves its metrics
-    on P and the worker on P+1."""
+    """The api, relay, worker and notifier commands; with a metrics port P the relay serves
+    its metrics on P, the worker on P+1 and the notifier on P+2."""
     api_args = ["api"] + (["--bind", bind] if bind else [])
-    relay_args, worker_args = ["relay"], ["worker"]
+    relay_args, worker_args, notifier_args = ["relay"], ["worker"], ["notifier"]
     if metrics_port:
         relay_args += ["--metrics-port", str(metrics_port)]
         worker_args += ["--metrics-port", str(metrics_port + 1)]
-    return [api_args, relay_args, worker_args]
+        notifier_args += ["--metrics-port", str(metrics_port + 2)]
+    return [api_args, relay_args, worker_args, notifier_args]
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -36,6 +42,8 @@ def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
     the relay and the worker would both try to take."""
     env = {**environ, "ASSESSMENTS_LOG_FORMAT": environ.get("ASSESSMENTS_LOG_FORMAT") or "text"}
     env.pop("ASSESSMENTS_METRICS_PORT", None)
+    if not env.get("ASSESSMENTS_SMTP_URL") and not env.get("ASSESSMENTS_MAIL_DIR"):
+        env["ASSESSMENTS_MAIL_DIR"] = os.path.abspath(DEFAULT_MAIL_DIR)
     return env
 
 
@@ -77,4 +85,9 @@ class Supervisor:
 
 def run_service(bind: str | None, metrics_port: int | None) -> int:
     """What `assessments run` does; its exit status."""
-    return Supervisor(child_arguments(bind, metrics_port), child_environment(os.environ)).run()
+    env = child_environment(os.environ)
+    if not env.get("ASSESSMENTS_SMTP_URL"):
+        print(
+            f"assessments run: invitations written to {env['ASSESSMENTS_MAIL_DIR']} (no ASSESSMENTS_SMTP_URL)"
+        )
+    return Supervisor(child_arguments(bind, metrics_port), env).run()

@@ -43,7 +43,7 @@ def broker_names(broker_url: str) -> Iterator[list[tuple[str, str]]]:
     used: list[tuple[str, str]] = []
     yield used
     queues = [name for _, queue in used for name in (queue, f"{queue}.dead")]
-    delete_broker_names(broker_url, [exchange for exchange, _ in used], queues)
+    delete_broker_names(broker_url, list(dict.fromkeys(exchange for exchange, _ in used)), queues)
 
 
 @pytest.fixture
@@ -53,12 +53,14 @@ def make_settings(databases: Databases, broker_url: str, broker_names):
     def make(**overrides) -> Settings:
         prefix = f"test-{RUN_ID}-{uuid.uuid4().hex[:6]}"
         names = (f"{prefix}.assessments.events", f"{prefix}.assessments.worker")
-        broker_names.append(names)
+        notifier_queue = f"{prefix}.assessments.notifier"
+        broker_names.extend([names, (names[0], notifier_queue)])
         defaults = {
             "database_url": databases.fresh(),
             "broker_url": broker_url,
             "exchange": names[0],
             "worker_queue": names[1],
+            "notifier_queue": notifier_queue,
             "read_wait_seconds": 3.0,
         }
         return Settings(**{**defaults, **overrides})

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -48,11 +49,13 @@ class DevServer:
             stderr=subprocess.DEVNULL,
             text=True,
         )
+        self.lines: list[str] = []
         banner = wait_for(self._banner, 30, "the dev server's URL and token")
         self.url, self.token = banner["url"], banner["token"]
 
     def _banner(self) -> dict | None:
         line = self.process.stdout.readline()
+        self.lines.append(line)
         return json.loads(line) if line.startswith("{") else None
 
     def stop(self) -> int:
@@ -146,7 +149,36 @@ def test_a_restart_on_the_same_file_keeps_the_data(database):
     assert [a["id"] for a in listed] == [kept.json()["assessment"]["id"]]
 
 
-@pytest.mark.parametrize("command", ["api", "relay", "worker"])
+def test_without_smtp_dev_mode_writes_each_invitation_as_an_eml_file_in_the_folder_it_names(database):
+    server = DevServer(database)
+    folder = database.parent / f"{database.stem}-mail"
+    try:
+        assert str(folder) in server.lines[0]
+        with Client(server.url, server.token) as client:
+            created = client.post(
+                "/v1/assessments", json={"title": "Dev title", "role": "Dev role", "taskBrief": "B"}
+            )
+            assessment_id = created.json()["assessment"]["id"]
+            body = {"count": 2, "candidateEmails": ["ada@example.com", "alan@example.com"], "orgName": "Devs"}
+            keys = client.post(f"/v1/assessments/{assessment_id}/keys", json=body).json()["keys"]
+
+            files = wait_for(
+                lambda: len(list(folder.glob("*.eml"))) == 2 and sorted(folder.glob("*.eml")), 15
+            )
+    finally:
+        assert server.stop() == 0
+    mails = {}
+    for path in files:
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        mails[message["To"]] = message.get_body(preferencelist=("plain",)).get_content()
+    assert set(mails) == {"ada@example.com", "alan@example.com"}
+    by_email = {key["candidateEmail"]: key["key"] for key in keys}
+    for email, text in mails.items():
+        assert f"promptster redeem {by_email[email]}" in text
+        assert "Dev title" in text and "Dev role" in text and "Devs" in text
+
+
+@pytest.mark.parametrize("command", ["api", "relay", "worker", "notifier"])
 def test_production_commands_refuse_sqlite_unless_told(command, database):
     env = {**ENV, "ASSESSMENTS_DATABASE_URL": f"sqlite:///{database}"}
     refused = subprocess.run(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -88,8 +89,16 @@ class InvitationMailer:
         #: Called right after the SMTP server accepted a mail, before it is recorded (tests
         #: stop a notifier there, in the window SMTP leaves open).
         self.after_accepted: Callable[[uuid.UUID], None] | None = None
+        #: How many of each outcome this mailer had, and how many sweeps it ran.
+        self.outcomes: Counter[str] = Counter()
+        self.sweeps = 0
 
     def on_event(self, recorded: RecordedEvent, dead_letter: DeadLetter) -> Outcome:
+        outcome = self._on_event(recorded, dead_letter)
+        self.outcomes[outcome.kind] += 1
+        return outcome
+
+    def _on_event(self, recorded: RecordedEvent, dead_letter: DeadLetter) -> Outcome:
         event = recorded.event
         if not isinstance(event, CandidateKeyIssued) or not event.candidate_email:
             return Outcome(IGNORED)
@@ -106,7 +115,10 @@ class InvitationMailer:
         for key_id, assessment_id in self.invitations.due(limit):
             claim = self.invitations.claim(key_id)
             if claim is not None:
-                outcomes.append(self.attempt(claim, assessment_id, dead_letter))
+                outcome = self.attempt(claim, assessment_id, dead_letter)
+                self.outcomes[outcome.kind] += 1
+                outcomes.append(outcome)
+        self.sweeps += 1
         return outcomes
 
     def attempt(self, claim: Claim, assessment_id: uuid.UUID, dead_letter: DeadLetter) -> Outcome:

@@ -1,0 +1,105 @@
+"""A real SMTP server for tests: aiosmtpd on 127.0.0.1, in-process, recording what it accepts.
+
+It can refuse a recipient (`refuse`, e.g. 550 for a bad address, 451 for a temporary
+problem), run code when it accepts a message (`on_accept`, before its 250 is sent: the moment
+a client dies after the server took the mail), and be stopped and started again on the same
+port (`stop`, `start`: a server that is down refuses connections).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        #: address -> reply, e.g. "550 5.1.1 No such user"; a reply with a count refuses that
+        #: many times only (then accepts).
+        self.refusals: dict[str, tuple[str, int | None]] = {}
+        self.refused: list[str] = []
+        self.on_accept: Callable[[EmailMessage], None] | None = None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 (aiosmtpd)
+        with self.lock:
+            refusal = self.refusals.get(address)
+            if refusal is not None:
+                reply, times = refusal
+                if times == 1:
+                    del self.refusals[address]
+                elif times is not None:
+                    self.refusals[address] = (reply, times - 1)
+                self.refused.append(address)
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd)
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        if self.on_accept is not None:
+            self.on_accept(message)
+        with self.lock:
+            self.messages.append(message)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+
+class SmtpServer:
+    def __init__(self, port: int | None = None, credentials: tuple[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.recorder = Recorder()
+        self.credentials = credentials
+        self.logins: list[str] = []
+        self._controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        if self.credentials:
+            user, password = self.credentials
+            return f"smtp://{user}:{password}@127.0.0.1:{self.port}"
+        return f"smtp://127.0.0.1:{self.port}"
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        with self.recorder.lock:
+            return list(self.recorder.messages)
+
+    def refuse(self, address: str, reply: str, times: int | None = None) -> None:
+        with self.recorder.lock:
+            self.recorder.refusals[address] = (reply, times)
+
+    def start(self) -> SmtpServer:
+        options = {}
+        if self.credentials:
+            options = {"authenticator": self._authenticate, "auth_require_tls": False}
+        self._controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, **options)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        if isinstance(auth_data, LoginPassword) and self.credentials:
+            user, password = self.credentials
+            if auth_data.login.decode() == user and auth_data.password.decode() == password:
+                self.logins.append(user)
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)

@@ -281,3 +281,39 @@ def test_the_worker_process_serves_metrics_on_its_port_and_stops_on_sigterm(make
     messages = [line["message"] for line in worker.log_lines()]
     assert any(message.startswith("worker consuming") for message in messages)
     assert "worker stopped" in messages
+
+
+def test_the_notifier_process_serves_metrics_on_its_port_logs_json_and_stops_on_sigterm(
+    make_settings, tmp_path
+):
+    from tests.support.smtp import SmtpServer
+
+    metrics_port = free_port()
+    smtp = SmtpServer()  # not started: the notifier connects only when it has a mail to send
+    settings = make_settings()
+    notifier = Process(
+        ["notifier"],
+        settings,
+        tmp_path,
+        ASSESSMENTS_METRICS_PORT=str(metrics_port),
+        ASSESSMENTS_SMTP_URL=smtp.url,
+        ASSESSMENTS_NOTIFIER_QUEUE=settings.notifier_queue,
+    )
+    try:
+        scrape = wait_for(lambda: answers(f"http://127.0.0.1:{metrics_port}/metrics"), 20, "the metrics port")
+    finally:
+        code = notifier.stop()
+
+    for name in ("mails_sent", "send_failures", "retries", "dead_lettered", "skipped", "duplicates"):
+        assert f"# TYPE assessments_notifier_{name}_total counter" in scrape.text
+    assert "# TYPE assessments_notifier_queue_depth gauge" in scrape.text
+    assert code == 0
+    messages = [line["message"] for line in notifier.log_lines()]
+    assert f"notifier consuming {settings.notifier_queue}" in messages
+    assert "notifier stopped" in messages
+
+
+def test_the_notifier_refuses_to_start_without_an_smtp_url(make_settings, tmp_path):
+    notifier = Process(["notifier"], make_settings(), tmp_path)
+    assert notifier.process.wait(30) == 78
+    assert "ASSESSMENTS_SMTP_URL" in notifier.stderr_path.read_text()

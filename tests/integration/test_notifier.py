@@ -200,7 +200,9 @@ def notifier_process(settings: Settings, directory: Path) -> subprocess.Popen:
         "ASSESSMENTS_MAIL_LEASE_SECONDS": str(settings.mail_lease_seconds),
     }
     with (directory / "notifier.stderr").open("w") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "cli", "notifier"], cwd=PROJECT, env=env, stderr=stderr)
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli", "notifier"], cwd=PROJECT, env=env, stderr=stderr
+        )
 
 
 def test_a_notifier_killed_after_the_server_accepted_is_followed_by_one_resend_with_the_same_message_id(

@@ -254,3 +254,32 @@ def test_the_cascade_logs_the_correlation_id_of_the_deletion(handler, service, o
     cascade = [r for r in caplog.records if getattr(r, "correlation_id", None) == correlation_id]
     assert len(cascade) == 1
     assert "revoked 2 key(s)" in cascade[0].getMessage()
+
+
+def test_readyz_reports_the_invitations_waiting_being_sent_and_failed(build_app, system):
+    from datetime import timedelta
+
+    from events.sql.invitations import Invitations
+
+    invitations = Invitations(system.engine, timedelta(minutes=5))
+    ids = [uuid.uuid4() for _ in range(4)]
+    for key_id in ids:
+        invitations.record_and_claim(key_id, uuid.uuid4(), "org-1")
+    claims = [invitations.claim(key_id) for key_id in ids]
+    assert claims == [None] * 4  # each already claimed when recorded
+    with system.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE invitations SET status = 'pending', next_attempt_at = now() - interval '7 seconds' "
+                "WHERE key_id = :k"
+            ),
+            {"k": ids[0]},
+        )
+        conn.execute(text("UPDATE invitations SET status = 'failed' WHERE key_id = :k"), {"k": ids[1]})
+
+    body = build_app(system.settings).test_client().get("/readyz").json
+
+    assert body["invitations"]["pending"] == 1
+    assert body["invitations"]["sending"] == 2
+    assert body["invitations"]["failed"] == 1
+    assert body["invitations"]["overdueSeconds"] >= 7

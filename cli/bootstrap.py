@@ -64,7 +64,9 @@ def worker_engine(settings: Settings) -> Engine:
 
 
 def notifier_engine(settings: Settings) -> Engine:
-    return make_engine(settings.database_url, pool_size=2)
+    """The notifier's statements each stand alone (the invitations table's are single
+    statements; the rest are reads): autocommit."""
+    return make_engine(settings.database_url, pool_size=2, autocommit=True)
 
 
 def admin_engine(settings: Settings) -> Engine:

@@ -3,9 +3,10 @@
 This is what makes "exactly one mail per key" hold across redeliveries, republishes, replays
 and several notifiers: a notifier sends only after it *claimed* the key's row, and a claim is
 one conditional UPDATE, which exactly one of any number of concurrent notifiers wins (the
-others find the row changed and take nothing). The row goes `pending` → `claimed` → `sent`
+others find the row changed and take nothing). The row goes (`pending` →) `claimed` → `sent`
 (or `skipped`, or `failed`; or back to `pending` with a later `next_attempt_at` after a
-transient failure). A row in a final state is never claimed again.
+transient failure); a new row is recorded already claimed by the notifier that first saw
+its key. A row in a final state is never claimed again.
 
 The one window SMTP leaves open: a notifier that dies after the server accepted the mail but
 before `mark_sent` committed leaves the row `claimed`. After the lease (`lease`, 5 minutes by
@@ -30,6 +31,7 @@ from sqlalchemy.engine import Engine
 from events.invitations import CLAIMED, FAILED, PENDING, SENT, SKIPPED
 from events.model import utcnow
 from events.sql.dialect import dialect_of
+from events.sql.engine import autocommit
 from events.sql.types import Timestamp
 
 metadata = MetaData()
@@ -74,13 +76,14 @@ class Claim:
 
 
 class Invitations:
+    """Every operation is one statement, committed on its own: a mail costs two round trips
+    here (record-and-claim, then the outcome)."""
+
     def __init__(self, engine: Engine, lease: timedelta, clock: Callable[[], datetime] = utcnow) -> None:
-        self.engine = engine
+        self.engine = autocommit(engine)
         self.lease = lease
         self.clock = clock
-        self._record = (
-            dialect_of(engine).insert(invitations).on_conflict_do_nothing(index_elements=["key_id"])
-        )
+        self._insert = dialect_of(engine).insert(invitations)
 
     def _claimable(self, now: datetime):
         table = invitations
@@ -90,37 +93,39 @@ class Invitations:
         )
 
     def record_and_claim(self, key_id: uuid.UUID, assessment_id: uuid.UUID, org_id: str) -> Claim | None:
-        """Record the key (once: a redelivery finds it recorded) and try to claim it, in one
-        transaction. None: someone else holds it, or it is done, or not yet due."""
-        now = self.clock()
-        with self.engine.begin() as conn:
-            conn.execute(
-                self._record.values(
-                    key_id=key_id,
-                    assessment_id=assessment_id,
-                    org_id=org_id,
-                    status=PENDING,
-                    attempts=0,
-                    next_attempt_at=now,
-                )
-            )
-            return self._claim(conn, key_id, now)
-
-    def claim(self, key_id: uuid.UUID) -> Claim | None:
-        now = self.clock()
-        with self.engine.begin() as conn:
-            return self._claim(conn, key_id, now)
-
-    def _claim(self, conn, key_id: uuid.UUID, now: datetime) -> Claim | None:
-        """One conditional UPDATE: of notifiers racing for the row exactly one changes it."""
+        """Record the key as claimed by us or, if it is recorded already (a redelivery, another
+        notifier), claim it if it is claimable: one upsert, which exactly one of the notifiers
+        racing for a key wins (the database serialises them on the key). None: someone else
+        holds it, or it is done, or not yet due."""
         table = invitations
-        token = uuid.uuid4()
-        attempts = conn.scalar(
-            table.update()
-            .where(table.c.key_id == key_id, self._claimable(now))
-            .values(status=CLAIMED, claim_token=token, claimed_at=now, attempts=table.c.attempts + 1)
+        now, token = self.clock(), uuid.uuid4()
+        claimed = {"status": CLAIMED, "claim_token": token, "claimed_at": now}
+        statement = (
+            self._insert.values(
+                key_id=key_id, assessment_id=assessment_id, org_id=org_id, attempts=1, **claimed
+            )
+            .on_conflict_do_update(
+                index_elements=[table.c.key_id],
+                set_={**claimed, "attempts": table.c.attempts + 1},
+                where=self._claimable(now),
+            )
             .returning(table.c.attempts)
         )
+        with self.engine.connect() as conn:
+            attempts = conn.scalar(statement)
+        return None if attempts is None else Claim(key_id, token, attempts)
+
+    def claim(self, key_id: uuid.UUID) -> Claim | None:
+        """One conditional UPDATE: of notifiers racing for the row exactly one changes it."""
+        table = invitations
+        now, token = self.clock(), uuid.uuid4()
+        with self.engine.connect() as conn:
+            attempts = conn.scalar(
+                table.update()
+                .where(table.c.key_id == key_id, self._claimable(now))
+                .values(status=CLAIMED, claim_token=token, claimed_at=now, attempts=table.c.attempts + 1)
+                .returning(table.c.attempts)
+            )
         return None if attempts is None else Claim(key_id, token, attempts)
 
     def due(self, limit: int = 50) -> list[tuple[uuid.UUID, uuid.UUID]]:
@@ -164,7 +169,7 @@ class Invitations:
         """Whether the claim still held: a notifier whose lease ran out and was taken over
         records nothing."""
         table = invitations
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             changed = conn.execute(
                 table.update()
                 .where(

@@ -167,3 +167,17 @@ def test_the_notifier_s_settings_are_read_from_the_environment():
     assert (settings.mail_lease_seconds, settings.mail_max_attempts) == (60.0, 5)
     assert Settings.from_env({}).notifier_queue == "assessments.notifier"
     assert Settings.from_env({}).smtp_url is None
+
+
+def test_assessments_run_starts_the_notifier_too_with_eml_files_when_there_is_no_smtp():
+    from cli.supervisor import child_arguments, child_environment
+
+    assert child_arguments(None, 9100) == [
+        ["api"],
+        ["relay", "--metrics-port", "9100"],
+        ["worker", "--metrics-port", "9101"],
+        ["notifier", "--metrics-port", "9102"],
+    ]
+    assert child_environment({})["ASSESSMENTS_MAIL_DIR"].endswith("assessments-mail")
+    with_smtp = child_environment({"ASSESSMENTS_SMTP_URL": "smtp://127.0.0.1:1025"})
+    assert "ASSESSMENTS_MAIL_DIR" not in with_smtp

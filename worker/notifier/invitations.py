@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 #: Called with the key's issuing event and the reason, before the row is marked failed.
 DeadLetter = Callable[[RecordedEvent, str], None]
 
+ORG_NAMES_KEPT = 10_000
+
 SENT, SKIPPED, DUPLICATE, RETRY, FAILED, IGNORED = (
     "sent",
     "skipped",
@@ -92,6 +94,7 @@ class InvitationMailer:
         #: How many of each outcome this mailer had, and how many sweeps it ran.
         self.outcomes: Counter[str] = Counter()
         self.sweeps = 0
+        self._org_names: dict[str, str | None] = {}
 
     def on_event(self, recorded: RecordedEvent, dead_letter: DeadLetter) -> Outcome:
         outcome = self._on_event(recorded, dead_letter)
@@ -143,7 +146,7 @@ class InvitationMailer:
             metrics.skipped.labels(reason).inc()
             log.info("invitation for key %s skipped: %s", claim.key_id, reason)
             return Outcome(SKIPPED, claim.key_id, reason)
-        org_name = state.keys[claim.key_id].org_name or organisation_name(self.engine, state.org_id or "")
+        org_name = state.keys[claim.key_id].org_name or self._organisation_name(state.org_id or "")
         invitation = rules.invitation(state, claim.key_id, key, org_name)
         message = build_message(invitation, self.mail_from)
         started = time.perf_counter()
@@ -162,6 +165,15 @@ class InvitationMailer:
         metrics.mails_sent.inc()
         log.info("invitation for key %s sent (attempt %d)", claim.key_id, claim.attempts)
         return Outcome(SENT, claim.key_id)
+
+    def _organisation_name(self, org_id: str) -> str | None:
+        """Remembered per process: no command renames an organisation, and asking cost a
+        round trip per mail."""
+        if org_id not in self._org_names:
+            if len(self._org_names) >= ORG_NAMES_KEPT:
+                self._org_names.clear()
+            self._org_names[org_id] = organisation_name(self.engine, org_id)
+        return self._org_names[org_id]
 
     def _failed_transiently(
         self, claim: Claim, reason: str, dead_letter: DeadLetter, issued: RecordedEvent | None

@@ -22,7 +22,7 @@ from events.rabbitmq.broker import declare_consumer_queue
 from events.runtime.settings import Settings
 from events.sql import tenancy
 from tests.integration.helpers import PROJECT, candidates, details, metadata, rows, run_cli
-from tests.support.smtp import SmtpServer, free_port
+from tests.support.smtp import SmtpServer, free_port, self_signed_certificate
 from tests.support.system import Running, System
 from tests.support.wait import wait_for
 from worker.notifier.consumer import Notifier
@@ -55,9 +55,15 @@ def start_notifier(system: System, smtp: SmtpServer):
         started.append(Running(notifier, f"notifier-{len(started) + 1}"))
         return notifier
 
+    def stop_all() -> None:
+        """Before a test stops an SMTP server of its own: the notifiers' kept connections
+        close first."""
+        while started:
+            started.pop().stop()
+
+    start.stop_all = stop_all
     yield start
-    for running in started:
-        running.stop()
+    stop_all()
 
 
 @pytest.fixture
@@ -258,6 +264,7 @@ def test_an_smtp_server_that_is_down_is_retried_until_it_is_up_and_the_mail_sent
         assert len(down.messages) == 1
         assert invitation_rows(system)[key_id].attempts >= 2
     finally:
+        start_notifier.stop_all()
         down.stop()
 
 
@@ -372,4 +379,46 @@ def test_the_smtp_url_s_user_and_password_log_in(system, service, broker, start_
         wait_for(lambda: server.messages, 15, "the invitation")
         assert server.logins == ["mailer"]
     finally:
+        start_notifier.stop_all()
+        server.stop()
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_the_smtp_url_chooses_starttls_or_tls_from_the_first_byte_and_checks_the_certificate(
+    system, service, broker, start_notifier, acme, tls, tmp_path, monkeypatch
+):
+    """The server refuses mail before STARTTLS (`starttls`), or speaks only TLS (`implicit`);
+    its certificate is trusted through SSL_CERT_FILE, as a private CA's would be."""
+    certificate = self_signed_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    server = SmtpServer(tls=tls, certificate=certificate, credentials=("mailer", "s3cret")).start()
+    try:
+        assert server.url.startswith("smtps://" if tls == "implicit" else "smtp://")
+        start_notifier(smtp_url=server.url)
+        stream = create_assessment(service, acme.org_id)
+        (issued,) = service.issue_keys(acme.org_id, stream, candidates(1), metadata(acme.org_id))
+        broker.publish_event(issued)
+
+        wait_for(lambda: server.messages, 15, "the invitation over TLS")
+        assert server.logins == ["mailer"]
+    finally:
+        start_notifier.stop_all()
+        server.stop()
+
+
+def test_a_certificate_the_notifier_does_not_trust_is_a_transient_failure_and_nothing_is_sent(
+    system, service, broker, start_notifier, acme, tmp_path
+):
+    server = SmtpServer(tls="implicit", certificate=self_signed_certificate(tmp_path)).start()
+    try:
+        notifier = start_notifier(smtp_url=server.url)
+        stream = create_assessment(service, acme.org_id)
+        (issued,) = service.issue_keys(acme.org_id, stream, candidates(1), metadata(acme.org_id))
+        broker.publish_event(issued)
+
+        wait_for(lambda: notifier.mailer.outcomes["retry"] >= 1, 15, "the refused handshake scheduled again")
+        assert "CERTIFICATE_VERIFY_FAILED" in invitation_rows(system)[issued.event.key_id].last_error
+        assert server.messages == []
+    finally:
+        start_notifier.stop_all()
         server.stop()

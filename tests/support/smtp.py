@@ -3,19 +3,35 @@
 It can refuse a recipient (`refuse`, e.g. 550 for a bad address, 451 for a temporary
 problem), run code when it accepts a message (`on_accept`, before its 250 is sent: the moment
 a client dies after the server took the mail), and be stopped and started again on the same
-port (`stop`, `start`: a server that is down refuses connections).
+port (`stop`, `start`: a server that is down refuses connections). With a certificate it
+requires STARTTLS (`tls="starttls"`) or speaks TLS from the first byte (`tls="implicit"`).
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1 (made with the openssl command line)."""
+    cert, key = directory / "smtp-cert.pem", directory / "smtp-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
 
 
 def free_port() -> int:
@@ -60,8 +76,16 @@ class Recorder:
 
 
 class SmtpServer:
-    def __init__(self, port: int | None = None, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        credentials: tuple[str, str] | None = None,
+        tls: str | None = None,
+        certificate: tuple[Path, Path] | None = None,
+    ) -> None:
         self.port = port or free_port()
+        self.tls = tls
+        self.certificate = certificate
         self.recorder = Recorder()
         self.credentials = credentials
         self.logins: list[str] = []
@@ -69,10 +93,10 @@ class SmtpServer:
 
     @property
     def url(self) -> str:
-        if self.credentials:
-            user, password = self.credentials
-            return f"smtp://{user}:{password}@127.0.0.1:{self.port}"
-        return f"smtp://127.0.0.1:{self.port}"
+        scheme = "smtps" if self.tls == "implicit" else "smtp"
+        login = "{}:{}@".format(*self.credentials) if self.credentials else ""
+        query = "?starttls=true" if self.tls == "starttls" else ""
+        return f"{scheme}://{login}127.0.0.1:{self.port}{query}"
 
     @property
     def messages(self) -> list[EmailMessage]:
@@ -84,9 +108,17 @@ class SmtpServer:
             self.recorder.refusals[address] = (reply, times)
 
     def start(self) -> SmtpServer:
-        options = {}
+        options: dict = {}
         if self.credentials:
             options = {"authenticator": self._authenticate, "auth_require_tls": False}
+        if self.tls:
+            assert self.certificate is not None, "TLS needs a certificate"
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.certificate)
+            if self.tls == "starttls":
+                options.update(tls_context=context, require_starttls=True)
+            else:
+                options.update(ssl_context=context)
         self._controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, **options)
         self._controller.start()
         return self

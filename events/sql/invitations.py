@@ -9,11 +9,12 @@ transient failure); a new row is recorded already claimed by the notifier that f
 its key. A row in a final state is never claimed again.
 
 The one window SMTP leaves open: a notifier that dies (or loses its database) after the
-server accepted the mail but before `mark_sent` committed leaves the row `claimed`. After the lease (`lease`, 5 minutes by
-default) any notifier's sweep claims it again and the mail goes out a second time, with the
-same `Message-ID`. The lease must outlast any send (the SMTP timeouts), or a slow send could be
-duplicated by a live notifier too; a mark from a notifier whose claim was taken over is refused
-(its claim token no longer matches) and logged.
+server accepted the mail but before `mark_sent` committed leaves the row `claimed`. After
+the lease (`lease`, 5 minutes by default) any notifier's sweep claims it again and the mail
+goes out a second time, with the same `Message-ID`. The lease must outlast any send (the
+SMTP timeouts), or a slow send could be duplicated by a live notifier too; a mark from a
+notifier whose claim was taken over is refused (its claim token no longer matches) and
+logged.
 
 The row holds ids and states only, no address and no key: those are read from the store when
 the mail is built.

@@ -21,6 +21,7 @@ from werkzeug.serving import make_server
 from cli import bootstrap
 from events.runtime.settings import Settings
 from events.sql import auth_limits, catalogue, tenancy
+from events.sql import webhooks as webhook_tables
 from events.sql.catalogue import oss_issues
 from events.sql.tables import metadata as store_metadata
 from events.tenancy import IssuedToken
@@ -35,7 +36,14 @@ DEMO_ORG = "Demo"
 def create_schema(engine: Engine) -> None:
     """SQLite has no migrations here: the tables are created from the models when missing,
     with the same guard as the PostgreSQL migration: events are never updated or deleted."""
-    tables = (store_metadata, projection_metadata, tenancy.metadata, catalogue.metadata, auth_limits.metadata)
+    tables = (
+        store_metadata,
+        projection_metadata,
+        tenancy.metadata,
+        catalogue.metadata,
+        auth_limits.metadata,
+        webhook_tables.metadata,
+    )
     for metadata in tables:
         metadata.create_all(engine)
     with engine.begin() as conn:
@@ -66,9 +74,13 @@ def run_dev(bind: str, database: Path) -> None:
     """The other settings still come from the environment (the disclosure file, the candidate
     limit, the log level); the database and the broker are dev mode's own."""
     settings = Settings.from_env(
-        database_url=f"sqlite:///{database.resolve()}", broker_url="memory://", bind=bind
+        database_url=f"sqlite:///{database.resolve()}",
+        broker_url="memory://",
+        bind=bind,
+        webhooks_allow_private=True,  # local receivers, over http
     )
     parts = bootstrap.dev(settings)
+    dispatcher = parts.dispatcher
     engine, app, relay, worker = parts.engine, parts.app, parts.relay, parts.worker
     create_schema(engine)
     load_sample_catalogue(engine)
@@ -78,6 +90,9 @@ def run_dev(bind: str, database: Path) -> None:
     threads = [
         threading.Thread(target=relay.run, name="relay", daemon=True),
         threading.Thread(target=worker.run, name="worker", daemon=True),
+        threading.Thread(
+            target=dispatcher.run_in_process, args=(parts.dispatcher_queue,), name="webhooks", daemon=True
+        ),
     ]
     for thread in threads:
         thread.start()
@@ -85,6 +100,7 @@ def run_dev(bind: str, database: Path) -> None:
     def stop(*_) -> None:
         relay.stop()
         worker.stop()
+        dispatcher.stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)

@@ -7,9 +7,17 @@ from events.sql.auth_limits import metadata as limits_metadata
 from events.sql.catalogue import metadata as catalogue_metadata
 from events.sql.tables import metadata as store_metadata
 from events.sql.tenancy import metadata as auth_metadata
+from events.sql.webhooks import metadata as webhooks_metadata
 from projections.tables import metadata as projection_metadata
 
-target_metadata = [store_metadata, projection_metadata, auth_metadata, catalogue_metadata, limits_metadata]
+target_metadata = [
+    store_metadata,
+    projection_metadata,
+    auth_metadata,
+    catalogue_metadata,
+    limits_metadata,
+    webhooks_metadata,
+]
 
 
 def run_migrations_online() -> None:

@@ -27,14 +27,24 @@ class Message:
 
 
 class InProcessBroker:
-    """One exchange with one queue bound to every routing key: what the worker needs."""
+    """One exchange with one queue bound to every routing key: what the worker needs. Other
+    consumers (the webhooks dispatcher) `subscribe` a queue of their own."""
 
     def __init__(self) -> None:
         self._queue: queue.Queue[Message] = queue.Queue()
+        self._subscribers: list[queue.Queue[Message]] = []
         self.dead_letters: list[tuple[Message, str]] = []
 
     def publish(self, message: Message) -> None:
         self._queue.put(message)
+        for subscriber in self._subscribers:
+            subscriber.put(message)
+
+    def subscribe(self) -> queue.Queue[Message]:
+        """A queue of its own that gets every message published from now on."""
+        own: queue.Queue[Message] = queue.Queue()
+        self._subscribers.append(own)
+        return own
 
     def take(self, max_count: int, timeout: float) -> list[Message]:
         """Up to `max_count` messages; waits up to `timeout` for the first one."""

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 
-from events.sql import auth_limits, catalogue, tables, tenancy
+from events.sql import auth_limits, catalogue, tables, tenancy, webhooks
 from projections import tables as read_tables
 
 
@@ -19,6 +19,7 @@ def declared() -> MetaData:
         tenancy.metadata,
         catalogue.metadata,
         auth_limits.metadata,
+        webhooks.metadata,
     ):
         for table in metadata.tables.values():
             table.to_metadata(combined)

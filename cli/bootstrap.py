@@ -228,7 +228,8 @@ def dispatcher(
 
     engine = engine or webhooks_engine(settings)
     store = event_store(engine)
-    service = webhook_service(settings, engine, store, resolve)
+    clock = {"clock": options["clock"]} if "clock" in options else {}
+    service = webhook_service(settings, engine, store, resolve, **clock)
     sender = Sender(
         timeout=settings.webhooks_timeout_seconds,
         max_response_bytes=settings.webhooks_max_response_bytes,

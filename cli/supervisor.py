@@ -1,5 +1,5 @@
-"""`assessments run`: the API, the relay and the worker as child processes in the foreground,
-for a developer who wants the whole service from one command.
+"""`assessments run`: the API, the relay, the worker and the webhooks dispatcher as child
+processes in the foreground, for a developer who wants the whole service from one command.
 
 Each child is `python -m cli <command>`, so it runs exactly as it would in production. When one
 exits, or the developer presses Ctrl-C or sends SIGTERM, every child gets SIGTERM and a grace
@@ -21,14 +21,15 @@ POLL_SECONDS = 0.2
 
 
 def child_arguments(bind: str | None, metrics_port: int | None) -> list[list[str]]:
-    """The api, relay and worker commands; with a metrics port P the relay serves its metrics
-    on P and the worker on P+1."""
+    """The api, relay, worker and webhooks commands; with a metrics port P the relay serves its
+    metrics on P, the worker on P+1 and the webhooks dispatcher on P+2."""
     api_args = ["api"] + (["--bind", bind] if bind else [])
-    relay_args, worker_args = ["relay"], ["worker"]
+    relay_args, worker_args, webhooks_args = ["relay"], ["worker"], ["webhooks"]
     if metrics_port:
         relay_args += ["--metrics-port", str(metrics_port)]
         worker_args += ["--metrics-port", str(metrics_port + 1)]
-    return [api_args, relay_args, worker_args]
+        webhooks_args += ["--metrics-port", str(metrics_port + 2)]
+    return [api_args, relay_args, worker_args, webhooks_args]
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -43,7 +43,7 @@ def broker_names(broker_url: str) -> Iterator[list[tuple[str, str]]]:
     used: list[tuple[str, str]] = []
     yield used
     queues = [name for _, queue in used for name in (queue, f"{queue}.dead")]
-    delete_broker_names(broker_url, [exchange for exchange, _ in used], queues)
+    delete_broker_names(broker_url, list(dict.fromkeys(exchange for exchange, _ in used)), queues)
 
 
 @pytest.fixture
@@ -54,11 +54,15 @@ def make_settings(databases: Databases, broker_url: str, broker_names):
         prefix = f"test-{RUN_ID}-{uuid.uuid4().hex[:6]}"
         names = (f"{prefix}.assessments.events", f"{prefix}.assessments.worker")
         broker_names.append(names)
+        broker_names.append((names[0], f"{prefix}.assessments.webhooks"))
         defaults = {
             "database_url": databases.fresh(),
             "broker_url": broker_url,
             "exchange": names[0],
             "worker_queue": names[1],
+            "webhooks_queue": f"{prefix}.assessments.webhooks",
+            # Receivers on 127.0.0.1 over http; the tests' resolver knows loopback only.
+            "webhooks_allow_private": True,
             "read_wait_seconds": 3.0,
         }
         return Settings(**{**defaults, **overrides})
@@ -71,11 +75,14 @@ def shared_system(databases: Databases, broker_url: str, broker_names) -> Iterat
     """API, relay and worker running for the whole run; tests isolate by organisation."""
     prefix = f"test-{RUN_ID}-shared"
     broker_names.append((f"{prefix}.assessments.events", f"{prefix}.assessments.worker"))
+    broker_names.append((f"{prefix}.assessments.events", f"{prefix}.assessments.webhooks"))
     settings = Settings(
         database_url=databases.fresh(),
         broker_url=broker_url,
         exchange=f"{prefix}.assessments.events",
         worker_queue=f"{prefix}.assessments.worker",
+        webhooks_queue=f"{prefix}.assessments.webhooks",
+        webhooks_allow_private=True,
         read_wait_seconds=3.0,
         # Every test calls from 127.0.0.1, and refusing candidate keys is what many do: the
         # limit is tested on systems of its own (tests/e2e/test_candidate_auth_limit.py).

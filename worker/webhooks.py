@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 ACTOR = "webhooks:dispatcher"
 USER_AGENT = "assessments-webhooks/1"
 CONTENT_TYPE = "application/cloudevents+json"
+BACKLOG_EVERY_SECONDS = 5.0
 
 deliveries_recorded = Counter(
     "assessments_webhook_deliveries_recorded_total", "Deliveries recorded (one per event and endpoint)."
@@ -249,6 +250,7 @@ class Dispatcher:
         finally:
             self.stop()
             sender.join(self.sender.timeout * 2 + 10)
+            self.webhooks.engine.dispose()
 
     def run_in_process(self, messages_: queue.Queue, on_ready: Callable[[], None] | None = None) -> None:
         """`assessments dev`: the same recording and delivering, fed by the in-process broker."""
@@ -373,8 +375,13 @@ class Dispatcher:
     def deliver_forever(self) -> None:
         with ThreadPoolExecutor(self.policy.concurrency, thread_name_prefix="webhook") as pool:
             self._pool = pool
+            observed = 0.0
             while not self._stop.is_set():
                 self._wake.clear()
+                if time.monotonic() - observed >= BACKLOG_EVERY_SECONDS:
+                    observed = time.monotonic()
+                    with contextlib.suppress(DBAPIError):
+                        self.observe_backlog()
                 try:
                     started = self.deliver_due(pool)
                 except DBAPIError as error:

@@ -16,6 +16,7 @@ from events.model import utcnow
 from events.rabbitmq.relay import Relay
 from events.runtime.settings import Settings
 from events.sql.engine import make_engine
+from events.webhooks import Resolver
 from tests.support.receiver import loopback_only
 from worker.consumer import Worker
 from worker.handler import EventHandler
@@ -128,8 +129,11 @@ class System:
 
 
 class ApiServer:
-    def __init__(self, settings: Settings, clock: MovableClock | None = None) -> None:
-        self.app = bootstrap.api_app(settings, resolve=loopback_only, **({"clock": clock} if clock else {}))
+    def __init__(
+        self, settings: Settings, clock: MovableClock | None = None, resolve: Resolver = loopback_only
+    ) -> None:
+        """`resolve` looks up webhook URLs' names: loopback only unless a test stubs more."""
+        self.app = bootstrap.api_app(settings, resolve=resolve, **({"clock": clock} if clock else {}))
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)

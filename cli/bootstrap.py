@@ -236,7 +236,7 @@ def dispatcher(
         allow_private=settings.webhooks_allow_private,
         resolve=resolve or system_resolver,
     )
-    policy = Policy(
+    policy = options.pop("policy", None) or Policy(
         schedule=tuple(settings.webhooks_retry_schedule),
         disable_after_failures=settings.webhooks_disable_after_failures,
         disable_after=timedelta(seconds=settings.webhooks_disable_after_seconds),

@@ -13,10 +13,14 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from sqlalchemy import text
+from standardwebhooks.webhooks import Webhook
 
 from events.model import WebhookEndpointDisabled
 from events.rabbitmq.republish import republish
 from events.sql import tenancy
+from projections import default_projections
+from projections.rebuild import rebuild
 from tests.e2e.helpers import body as assessment_body
 from tests.integration.helpers import BrokerClient
 from tests.support.receiver import Receiver, always, failing_first
@@ -108,6 +112,8 @@ def test_a_delivery_is_a_signed_cloudevent_without_credentials(hooks, receiver: 
         assert received.webhook_id == received.json["id"]
         assert abs(int(received.headers["webhook-timestamp"]) - time.time()) < 60
         assert signatures_valid_for(hook["secret"], received.headers, received.body) == [True]
+        # and as the reference implementation checks it (its timestamp tolerance included)
+        assert Webhook(hook["secret"]).verify(received.body, received.headers) == received.json
         assert hook["secret"].encode() not in received.body
     assert keys[0]["key"].encode() not in issued.body
     [first, _second] = sorted(deliveries(client, hook["id"]), key=lambda d: d["createdAt"])
@@ -319,6 +325,22 @@ def test_republished_history_fires_no_webhook(hooks, receiver: Receiver):
 
     assert sent >= 3
     assert len(receiver.received("/history")) == 1  # the delete's, delivered once
+
+
+def test_a_projection_rebuild_over_webhook_events_fires_no_webhook(hooks, receiver: Receiver):
+    system, client = hooks()
+    hook = register(client, receiver.endpoint("/rebuilt"), ["#"])
+    create_assessment(client)
+    client.post(f"/v1/webhooks/{hook['id']}/rotate-secret")
+    wait_for(lambda: len(receiver.received("/rebuilt")) == 1)
+
+    report = rebuild(system.engine, default_projections(), workers=1)
+    time.sleep(1.0)
+
+    assert report.events >= 3
+    assert len(receiver.received("/rebuilt")) == 1
+    with system.engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM assessments_view")) == 1
 
 
 def test_an_undecodable_message_is_dead_lettered_and_the_next_is_delivered(

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import singledispatch
+from functools import cache, singledispatch
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -95,6 +95,7 @@ class UnsafeUrl(ValueError):
 # --- which events an endpoint hears ---------------------------------------------------------
 
 
+@cache
 def subscribable() -> dict[str, str]:
     """Event types an endpoint may subscribe to, with their routing keys: every published
     type except the endpoints' own."""
@@ -118,13 +119,14 @@ def _topic_matches(pattern: str, key: str) -> bool:
     return match(pattern.split("."), key.split("."))
 
 
-def matching_types(pattern: str) -> set[str]:
+@cache
+def matching_types(pattern: str) -> frozenset[str]:
     """The event types a pattern names: a type (`CandidateKeyIssued`), a routing key
     (`candidate_key.issued`), or a routing-key pattern (`candidate_key.*`, `#`)."""
     types = subscribable()
     if pattern in types:
-        return {pattern}
-    return {name for name, key in types.items() if _topic_matches(pattern, key)}
+        return frozenset({pattern})
+    return frozenset(name for name, key in types.items() if _topic_matches(pattern, key))
 
 
 def check_patterns(patterns: Sequence[str]) -> list[str]:

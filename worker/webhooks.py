@@ -44,6 +44,7 @@ from events.runtime.reconnect import keep_running
 from events.sql.webhooks import PENDING, Claimed, SqlWebhooks
 from events.webhooks import (
     RETRY_SCHEDULE,
+    SECRET_SCOPE,
     Endpoint,
     Resolver,
     UnsafeUrl,
@@ -64,6 +65,11 @@ ACTOR = "webhooks:dispatcher"
 USER_AGENT = "assessments-webhooks/1"
 CONTENT_TYPE = "application/cloudevents+json"
 BACKLOG_EVERY_SECONDS = 5.0
+CLAIM_LINGER_SECONDS = 0.005
+#: How long an attempt may use an endpoint's state (URL, secrets, status) as last read: a removal
+#: or a rotation takes effect on deliveries within this time (the previous secret keeps signing
+#: for its grace period anyway). Recording never uses it: a new endpoint gets the next event.
+ENDPOINT_CACHE_SECONDS = 1.0
 
 deliveries_recorded = Counter(
     "assessments_webhook_deliveries_recorded_total", "Deliveries recorded (one per event and endpoint)."
@@ -230,6 +236,8 @@ class Dispatcher:
         self._in_flight: dict[uuid.UUID, int] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._buffer: list[tuple[int, bytes]] = []
+        #: Endpoints as last read, and their secrets by id, for ENDPOINT_CACHE_SECONDS.
+        self._endpoints: dict[uuid.UUID, tuple[float, Endpoint, dict[uuid.UUID, str]]] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -264,7 +272,7 @@ class Dispatcher:
             except queue.Empty:
                 continue
             try:
-                if self.record(messages.decode(message.body)):
+                if self.record_all([messages.decode(message.body)]):
                     self._wake.set()
             except Exception:
                 log.exception("webhooks: could not record a message's deliveries")
@@ -286,8 +294,7 @@ class Dispatcher:
                 connection.process_data_events(time_limit=0.5)
                 if self._buffer:
                     batch, self._buffer = self._buffer, []
-                    for tag, body in batch:
-                        self._handle(channel, tag, body)
+                    self._handle(channel, batch)
                     channel.basic_ack(delivery_tag=batch[-1][0], multiple=True)
         finally:
             if connection.is_open:
@@ -297,61 +304,78 @@ class Dispatcher:
     def _on_message(self, _channel, method, _properties, body) -> None:
         self._buffer.append((method.delivery_tag, body))
 
-    def _handle(self, channel, tag: int, body: bytes) -> None:
-        try:
-            recorded = messages.decode(body)
-        except UndecodableMessage as error:
-            log.error("dead-lettering an undecodable message: %s", error)
-            properties = pika.BasicProperties(
-                delivery_mode=pika.DeliveryMode.Persistent,
-                headers={"x-dead-letter-reason": f"undecodable: {error}"[:500]},
-            )
-            channel.basic_publish("", self.dead_letter_queue, body, properties)
-            return
-        if self.record(recorded):
+    def _handle(self, channel, batch: list[tuple[int, bytes]]) -> None:
+        """Record the batch's deliveries (one transaction), dead-lettering what cannot be
+        decoded; the caller acks the batch after."""
+        decoded: list[RecordedEvent] = []
+        for _tag, body in batch:
+            try:
+                decoded.append(messages.decode(body))
+            except UndecodableMessage as error:
+                log.error("dead-lettering an undecodable message: %s", error)
+                properties = pika.BasicProperties(
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    headers={"x-dead-letter-reason": f"undecodable: {error}"[:500]},
+                )
+                channel.basic_publish("", self.dead_letter_queue, body, properties)
+        if self.record_all(decoded):
             self._wake.set()
 
     # --- recording ----------------------------------------------------------------------
 
     def record(self, recorded: RecordedEvent) -> int:
-        """One delivery per active endpoint of the event's organisation that wants it and was
-        registered before it; idempotent. Returns how many deliveries are new."""
-        org_id = recorded.metadata.get("orgId")
-        if not org_id or recorded.type_name not in subscribable():
-            return 0
-        targets = [
-            endpoint
-            for endpoint_id, stream in self.webhooks.endpoint_streams(org_id).items()
-            if (endpoint := rebuild(endpoint_id, stream)).active
-            and endpoint.owned_by(org_id)
-            and endpoint.wants(recorded.type_name)
-            and recorded.position > endpoint.registered_position
-        ]
-        if not targets:
-            return 0
-        events = [recorded]
-        if recorded.stream_version > 1:
-            events = self._with_unrecorded_earlier(recorded, targets)
+        return self.record_all([recorded])
+
+    def record_all(self, batch: Sequence[RecordedEvent]) -> int:
+        """One delivery per event and active endpoint of the event's organisation that wants
+        it and was registered before it; idempotent. The organisation's endpoints are read from
+        their streams (fresh: an endpoint registered just before an event gets it), once per
+        organisation in the batch. Returns how many deliveries are new."""
+        wanted = [r for r in batch if r.metadata.get("orgId") and r.type_name in subscribable()]
+        endpoints: dict[str, list[Endpoint]] = {}
+        for org_id in dict.fromkeys(r.metadata["orgId"] for r in wanted):
+            endpoints[org_id] = [
+                endpoint
+                for endpoint_id, stream in self.webhooks.endpoint_streams(org_id).items()
+                if (endpoint := rebuild(endpoint_id, stream)).active and endpoint.owned_by(org_id)
+            ]
         now = self.clock()
-        rows = [
-            {
-                "id": uuid7(),
-                "endpoint_id": endpoint.id,
-                "org_id": org_id,
-                "event_id": event.event_id,
-                "event_type": event.type_name,
-                "stream_id": event.stream_id,
-                "position": event.position,
-                "status": PENDING,
-                "attempts": 0,
-                "created_at": now,
-                "next_attempt_at": now,
-            }
-            for event in events
-            for endpoint in targets
-            if endpoint.wants(event.type_name) and event.position > endpoint.registered_position
-        ]
-        new = self.webhooks.record(rows)
+        rows: list[dict] = []
+        in_batch = {(r.stream_id, r.stream_version) for r in wanted}
+        for recorded in wanted:
+            org_id = recorded.metadata["orgId"]
+            targets = [
+                e
+                for e in endpoints[org_id]
+                if e.wants(recorded.type_name) and recorded.position > e.registered_position
+            ]
+            if not targets:
+                continue
+            events = [recorded]
+            if (
+                recorded.stream_version > 1
+                and (recorded.stream_id, recorded.stream_version - 1) not in in_batch
+            ):
+                events = self._with_unrecorded_earlier(recorded, targets)
+            rows += [
+                {
+                    "id": uuid7(),
+                    "endpoint_id": endpoint.id,
+                    "org_id": org_id,
+                    "event_id": event.event_id,
+                    "event_type": event.type_name,
+                    "stream_id": event.stream_id,
+                    "position": event.position,
+                    "status": PENDING,
+                    "attempts": 0,
+                    "created_at": now,
+                    "next_attempt_at": now,
+                }
+                for event in events
+                for endpoint in targets
+                if endpoint.wants(event.type_name) and event.position > endpoint.registered_position
+            ]
+        new = self.webhooks.record(_unique(rows))
         deliveries_recorded.inc(new)
         return new
 
@@ -392,6 +416,9 @@ class Dispatcher:
                     started = 0
                 if not started:
                     self._wake.wait(self.policy.poll_seconds)
+                # Let a few wake-ups (finished attempts, recorded deliveries) gather: one look for
+                # due deliveries then claims several, which costs far less per delivery.
+                self._stop.wait(CLAIM_LINGER_SECONDS)
 
     def deliver_due(self, pool: ThreadPoolExecutor) -> int:
         """Claim what is due, within the pool's and each endpoint's free slots, and start it."""
@@ -433,7 +460,7 @@ class Dispatcher:
 
     def attempt(self, delivery: Claimed) -> Attempt | None:
         """One attempt of one delivery, recorded; None when the endpoint no longer receives."""
-        endpoint = self.service.load(delivery.endpoint_id)
+        endpoint, secrets = self._endpoint(delivery.endpoint_id)
         if not endpoint.active:
             self.webhooks.cancel_pending(endpoint.id, f"endpoint {endpoint.status}")
             return None
@@ -445,9 +472,7 @@ class Dispatcher:
             "User-Agent": USER_AGENT,
             "webhook-id": message_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(
-                self.service.signing_secrets(endpoint), message_id, timestamp, body
-            ),
+            "webhook-signature": signature_header(secrets, message_id, timestamp, body),
         }
         result = self.sender.post(endpoint.url, headers, body)
         attempt_seconds.observe(result.latency_ms / 1000)
@@ -483,7 +508,22 @@ class Dispatcher:
             self._disable(endpoint, health.consecutive_failures)
         return result
 
+    def _endpoint(self, endpoint_id: uuid.UUID) -> tuple[Endpoint, list[str]]:
+        """The endpoint and the secrets that sign now (the current first), read at most
+        ENDPOINT_CACHE_SECONDS ago."""
+        cached = self._endpoints.get(endpoint_id)
+        if cached is None or time.monotonic() - cached[0] > ENDPOINT_CACHE_SECONDS:
+            endpoint = self.service.load(endpoint_id)
+            ids = [s.secret_id for s in endpoint.secrets]
+            found = self.store.reserved_values(SECRET_SCOPE, ids) if endpoint.active else {}
+            cached = (time.monotonic(), endpoint, found)
+            self._endpoints[endpoint_id] = cached
+        _, endpoint, found = cached
+        ids = endpoint.signing_secret_ids(self.clock())
+        return endpoint, [found[i] for i in ids if i in found]
+
     def _disable(self, endpoint: Endpoint, failures: int) -> None:
+        self._endpoints.pop(endpoint.id, None)
         if self.service.disable(endpoint.id, failures, ACTOR):
             endpoints_disabled.inc()
             log.warning(
@@ -500,6 +540,12 @@ class Dispatcher:
         backlog_pending.set(figures["pending"])
         backlog_due.set(figures["due"])
         return figures
+
+
+def _unique(rows: list[dict]) -> list[dict]:
+    """One row per (endpoint, event): a batch may name an event twice (a redelivery, or an
+    earlier event recorded for a later one)."""
+    return list({(row["endpoint_id"], row["event_id"]): row for row in rows}.values())
 
 
 def _recoverable(error: BaseException) -> bool:

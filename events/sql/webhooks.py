@@ -75,6 +75,7 @@ webhook_deliveries = Table(
     Index("webhook_deliveries_order_idx", "endpoint_id", "stream_id", "position"),
 )
 
+#: Each endpoint's current run of failed attempts; `last_success_at`: when the last run ended.
 webhook_endpoint_health = Table(
     "webhook_endpoint_health",
     metadata,
@@ -272,23 +273,25 @@ class SqlWebhooks:
                     last_error=None if succeeded else (error or "")[:500],
                 )
             )
-            insert = self.dialect.insert(webhook_endpoint_health)
             if succeeded:
-                values = {"consecutive_failures": 0, "failing_since": None, "last_success_at": now}
-                statement = insert.values(endpoint_id=endpoint_id, **values).on_conflict_do_update(
-                    index_elements=["endpoint_id"], set_=values
+                # Ends a run of failures, if there was one; most successes change nothing.
+                conn.execute(
+                    update(webhook_endpoint_health)
+                    .where(h.endpoint_id == endpoint_id, h.consecutive_failures > 0)
+                    .values(consecutive_failures=0, failing_since=None, last_success_at=now)
                 )
-            else:
-                statement = insert.values(
-                    endpoint_id=endpoint_id, consecutive_failures=1, failing_since=now
-                ).on_conflict_do_update(
+                return Health(0, None)
+            conn.execute(
+                self.dialect.insert(webhook_endpoint_health)
+                .values(endpoint_id=endpoint_id, consecutive_failures=1, failing_since=now)
+                .on_conflict_do_update(
                     index_elements=["endpoint_id"],
                     set_={
                         "consecutive_failures": h.consecutive_failures + 1,
                         "failing_since": func.coalesce(h.failing_since, now),
                     },
                 )
-            conn.execute(statement)
+            )
             row = conn.execute(
                 select(h.consecutive_failures, h.failing_since).where(h.endpoint_id == endpoint_id)
             ).one()

@@ -19,11 +19,12 @@ from standardwebhooks.webhooks import Webhook
 from events.model import WebhookEndpointDisabled
 from events.rabbitmq.republish import republish
 from events.sql import tenancy
+from events.webhooks import Resolver
 from projections import default_projections
 from projections.rebuild import rebuild
 from tests.e2e.helpers import body as assessment_body
 from tests.integration.helpers import BrokerClient
-from tests.support.receiver import Receiver, always, failing_first
+from tests.support.receiver import Receiver, always, failing_first, loopback_only
 from tests.support.system import Client, System
 from tests.support.wait import wait_for
 
@@ -47,11 +48,11 @@ def hooks(make_settings) -> Iterator[Callable[..., tuple[System, Client]]]:
     client of a fresh organisation on it."""
     built: list[tuple[System, Client]] = []
 
-    def make(**overrides) -> tuple[System, Client]:
+    def make(resolve: Resolver = loopback_only, **overrides) -> tuple[System, Client]:
         system = System(make_settings(**{**FAST, **overrides}))
         system.start_relay()
         system.start_api()
-        system.start_webhooks()
+        system.start_webhooks(resolve=resolve)
         org = tenancy.create_organisation(system.engine, f"Hooks {uuid.uuid4().hex[:6]}")
         client = Client(system.api.url, org.token)
         built.append((system, client))
@@ -248,6 +249,24 @@ def test_a_removed_endpoint_gets_nothing_more(hooks, receiver: Receiver):
 
     assert receiver.received("/removed") == []
     assert client.get(f"/v1/webhooks/{hook['id']}").status_code == 404
+
+
+def test_a_name_that_resolves_elsewhere_at_send_time_is_refused_before_connecting(hooks, receiver: Receiver):
+    """DNS rebinding: `localhost` was loopback when registered (allowed in tests), and now
+    resolves to the metadata address, which nothing allows: the attempt fails without a
+    connection, and is retried on the schedule like any failure."""
+    rebound = lambda host, _port: ["169.254.169.254"] if host == "localhost" else loopback_only(host, _port)  # noqa: E731
+    _system, client = hooks(resolve=rebound)
+    port = receiver.base_url.rsplit(":", 1)[1]
+    receiver.endpoint("/rebound")
+    hook = register(client, f"http://localhost:{port}/rebound", ["assessment.created"])
+
+    create_assessment(client)
+    [delivery] = wait_for(lambda: [d for d in deliveries(client, hook["id"]) if d["attempts"] >= 2])
+
+    assert delivery["status"] == "pending" and delivery["responseStatus"] is None
+    assert delivery["lastError"].startswith("refused:") and "metadata" in delivery["lastError"]
+    assert receiver.received("/rebound") == []
 
 
 # --- secrets --------------------------------------------------------------------------------

@@ -91,10 +91,13 @@ class System:
         self.worker = Running(worker, "worker")
         return worker
 
-    def start_webhooks(self, broker_url: str | None = None, **options) -> Dispatcher:
-        """The webhooks dispatcher, resolving loopback only (see `tests.support.receiver`)."""
+    def start_webhooks(
+        self, broker_url: str | None = None, resolve: Resolver = loopback_only, **options
+    ) -> Dispatcher:
+        """The webhooks dispatcher, resolving loopback only (see `tests.support.receiver`)
+        unless a test gives a resolver that refuses more."""
         dispatcher = bootstrap.dispatcher(
-            self.settings, broker_url=broker_url, resolve=loopback_only, **{"clock": self.clock, **options}
+            self.settings, broker_url=broker_url, resolve=resolve, **{"clock": self.clock, **options}
         )
         self.webhooks = Running(dispatcher, "webhooks")
         return dispatcher

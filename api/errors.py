@@ -25,6 +25,7 @@ from events.aggregate import (
 )
 from events.ports import ConcurrencyConflict
 from events.service import IdempotencyKeyReused, UnknownIssue
+from events.webhooks import DeliveryNotFound, EndpointNotActive, EndpointNotFound, InvalidEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,24 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(IdempotencyKeyReused)
     def _idempotency_key_reused(_error):
         return error_response(409, "This Idempotency-Key was already used with a different request body.")
+
+    @app.errorhandler(EndpointNotFound)
+    def _webhook_not_found(_error):
+        return error_response(404, "Webhook not found.")
+
+    @app.errorhandler(DeliveryNotFound)
+    def _delivery_not_found(_error):
+        return error_response(404, "Delivery not found.")
+
+    @app.errorhandler(EndpointNotActive)
+    def _webhook_disabled(_error):
+        return error_response(
+            409, "This webhook is disabled and delivers nothing: delete it and register it again."
+        )
+
+    @app.errorhandler(InvalidEndpoint)
+    def _invalid_webhook(error: InvalidEndpoint):
+        return error_response(400, "The request is invalid.", error.problems)
 
     @app.errorhandler(ConcurrencyConflict)
     def _conflict(_error):

@@ -1,4 +1,5 @@
-"""Endpoints for operators: `/healthz` (the process answers), `/readyz` (it can do its work)
+"""Endpoints for operators: `/healthz` (the process answers), `/readyz` (it can do its work,
+with the outbox backlog, the projection lag and the webhook deliveries waiting)
 and `/metrics` (Prometheus). No authentication and nothing secret in the bodies.
 
 `/readyz` is meant to be polled every second by a load balancer or an orchestrator, so it costs
@@ -30,6 +31,7 @@ from events.runtime import metrics
 from events.sql import invitations
 from events.sql.dialect import dialect_of
 from events.sql.tables import outbox_table, projection_pending_table
+from events.sql.webhooks import PENDING, webhook_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,9 @@ def _database(engine: Engine) -> tuple[Check, dict[str, Any]]:
     started = time.perf_counter()
     try:
         with engine.connect() as conn:
-            backlog, pending, oldest, *mail = conn.execute(_FIGURES).one()
+            backlog, pending, oldest, webhooks_pending, webhooks_oldest_due, *mail = conn.execute(
+                _FIGURES
+            ).one()
             latency = _ms_since(started)
             migrations = _migrations(conn)
     except SQLAlchemyError as error:
@@ -134,11 +138,16 @@ def _database(engine: Engine) -> tuple[Check, dict[str, Any]]:
             "outboxBacklog": None,
             "projectionLag": None,
             "invitations": None,
+            "webhookBacklog": None,
         }
     return {"status": "ok", "latencyMs": latency}, {
         "migrations": migrations,
         "outboxBacklog": backlog,
         "projectionLag": {"pendingEvents": pending, "oldestPendingSeconds": _seconds_since(oldest)},
+        "webhookBacklog": {
+            "pendingDeliveries": webhooks_pending,
+            "oldestDueSeconds": _seconds_since(webhooks_oldest_due),
+        },
         "invitations": _invitations(*mail),
     }
 
@@ -159,6 +168,11 @@ _FIGURES = select(
     select(func.count()).select_from(outbox_table).scalar_subquery(),
     select(func.count()).select_from(projection_pending_table).scalar_subquery(),
     select(func.min(projection_pending_table.c.recorded_at)).scalar_subquery(),
+    select(func.count()).where(webhook_deliveries.c.status == PENDING).scalar_subquery(),
+    # Due and not sent yet: how far the dispatcher is behind (future retries are not lag).
+    select(func.min(webhook_deliveries.c.next_attempt_at))
+    .where(webhook_deliveries.c.status == PENDING, webhook_deliveries.c.next_attempt_at <= func.now())
+    .scalar_subquery(),
     *invitations.figures(),
 )
 

@@ -24,6 +24,7 @@ from events.sql import tenancy
 from events.sql.auth_limits import AuthLimiter
 from events.sql.token_cache import TokenCache
 from events.tenancy import Reviewer
+from events.webhooks import WebhookService
 from projections import queries
 
 EXTENSION = "assessments"
@@ -54,6 +55,8 @@ class Services:
     #: Failed candidate authentications per client, shared by every API process through the
     #: database (see `api.limits`); None: unlimited.
     auth_limiter: AuthLimiter | None = None
+    #: Webhook endpoints and their deliveries (`events.webhooks`).
+    webhooks: WebhookService | None = None
 
     def clock(self) -> datetime:
         """The service's time (tests move it): what a key's status is judged at."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ from events.sql.catalogue import SqlCatalogue
 from events.sql.dialect import dialect_of
 from events.sql.engine import autocommit, make_engine
 from events.sql.store import SqlEventStore
+from events.sql.webhooks import SqlWebhooks
+from events.webhooks import Resolver, WebhookService, system_resolver
 
 if TYPE_CHECKING:
     from events.memory.broker import InProcessRelay
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from worker.notifier.inprocess import InProcessNotifier
     from worker.notifier.invitations import InvitationMailer
     from worker.notifier.sending import Sender
+    from worker.webhooks import Dispatcher
 
 # --- engines: one per kind of process, each sized and tuned for what it runs ---------------
 
@@ -111,14 +115,38 @@ def load_disclosure(path: str) -> Disclosure:
         raise InvalidDisclosure(f"ASSESSMENTS_DISCLOSURE_FILE {path}: {error}") from error
 
 
-def api_services(settings: Settings, engine: Engine | None = None, **options: Any) -> Services:
+def webhook_service(
+    settings: Settings,
+    engine: Engine,
+    store: SqlEventStore | None = None,
+    resolve: Resolver | None = None,
+    **options: Any,
+) -> WebhookService:
+    """`resolve` looks names up (tests pass one that knows only loopback); `options` go to the
+    service (a clock)."""
+    return WebhookService(
+        store or event_store(engine),
+        SqlWebhooks(engine),
+        allow_private=settings.webhooks_allow_private,
+        resolve=resolve or system_resolver,
+        grace=timedelta(seconds=settings.webhooks_rotation_grace_seconds),
+        **options,
+    )
+
+
+def api_services(
+    settings: Settings, engine: Engine | None = None, resolve: Resolver | None = None, **options: Any
+) -> Services:
     """`options` go to the assessment service (tests pass a clock they can move)."""
     engine = engine or api_engine(settings)
     service = assessment_service(engine, **options)
     tokens = dialect_of(engine).token_cache(engine)
     candidates = candidate_service(settings, service)
     limiter = auth_limiter(settings, engine)
-    return Services(settings, autocommit(engine), service, candidates, service.catalogue, tokens, limiter)
+    webhooks = webhook_service(settings, engine, service.store, resolve, clock=service.clock)
+    return Services(
+        settings, autocommit(engine), service, candidates, service.catalogue, tokens, limiter, webhooks
+    )
 
 
 def behind_proxies(app: Flask, settings: Settings) -> Flask:
@@ -131,9 +159,11 @@ def behind_proxies(app: Flask, settings: Settings) -> Flask:
     return app
 
 
-def api_app(settings: Settings, engine: Engine | None = None, **options: Any) -> Flask:
+def api_app(
+    settings: Settings, engine: Engine | None = None, resolve: Resolver | None = None, **options: Any
+) -> Flask:
     """The app; nothing connects until the first request needs it."""
-    return behind_proxies(create_app(api_services(settings, engine, **options)), settings)
+    return behind_proxies(create_app(api_services(settings, engine, resolve, **options)), settings)
 
 
 def relay(
@@ -229,6 +259,53 @@ def invitation_mailer(
     )
 
 
+def webhooks_engine(settings: Settings) -> Engine:
+    """The delivery loop's senders each record their attempt: a connection per sender."""
+    return make_engine(settings.database_url, pool_size=min(settings.webhooks_concurrency, 8) + 2)
+
+
+def dispatcher(
+    settings: Settings,
+    engine: Engine | None = None,
+    broker_url: str | None = None,
+    resolve: Resolver | None = None,
+    **options: Any,
+) -> Dispatcher:
+    """`assessments webhooks`. `resolve` looks names up before each attempt (tests pass one
+    that knows only loopback); `options` override the dispatcher's (a clock, a prefetch)."""
+    from worker.webhooks import Dispatcher, Policy, Sender
+
+    engine = engine or webhooks_engine(settings)
+    store = event_store(engine)
+    clock = {"clock": options["clock"]} if "clock" in options else {}
+    service = webhook_service(settings, engine, store, resolve, **clock)
+    sender = Sender(
+        timeout=settings.webhooks_timeout_seconds,
+        max_response_bytes=settings.webhooks_max_response_bytes,
+        allow_private=settings.webhooks_allow_private,
+        resolve=resolve or system_resolver,
+    )
+    policy = options.pop("policy", None) or Policy(
+        schedule=tuple(settings.webhooks_retry_schedule),
+        disable_after_failures=settings.webhooks_disable_after_failures,
+        disable_after=timedelta(seconds=settings.webhooks_disable_after_seconds),
+        concurrency=settings.webhooks_concurrency,
+        per_endpoint=settings.webhooks_per_endpoint_concurrency,
+        poll_seconds=settings.webhooks_poll_seconds,
+        lease=timedelta(seconds=settings.webhooks_timeout_seconds * 3 + 30),
+    )
+    return Dispatcher(
+        service,
+        SqlWebhooks(engine),
+        sender,
+        broker_url or settings.broker_url,
+        settings.exchange,
+        settings.webhooks_queue,
+        policy,
+        **options,
+    )
+
+
 def notifier(
     settings: Settings,
     engine: Engine | None = None,
@@ -256,6 +333,9 @@ class DevParts:
     notifier: InProcessNotifier
     #: Where invitations go: the SMTP URL, or the folder of .eml files.
     mail_to: str
+    #: The webhooks dispatcher and its queue on the in-process broker (`run_in_process`).
+    dispatcher: Dispatcher
+    dispatcher_queue: Any
 
 
 def dev(settings: Settings, mail_dir: str) -> DevParts:
@@ -277,15 +357,30 @@ def dev(settings: Settings, mail_dir: str) -> DevParts:
     service = assessment_service(engine, store)
     candidates = candidate_service(settings, service)
     services = Services(
-        settings, autocommit(engine), service, candidates, service.catalogue, auth_limiter=limiter
+        settings,
+        autocommit(engine),
+        service,
+        candidates,
+        service.catalogue,
+        auth_limiter=limiter,
+        webhooks=webhook_service(settings, engine, store),
     )
+    dispatcher_ = dispatcher(settings, engine, broker_url="memory://")
+    dispatcher_queue = broker.subscribe()
     sender = mail_sender(settings, mail_dir)
     notifier_ = InProcessNotifier(invitation_mailer(settings, engine, store, sender), broker)
     mail_to = (
         _without_password(settings.smtp_url) if settings.smtp_url else str(settings.mail_dir or mail_dir)
     )
     return DevParts(
-        engine, behind_proxies(create_app(services), settings), relay_, worker_, notifier_, mail_to
+        engine,
+        behind_proxies(create_app(services), settings),
+        relay_,
+        worker_,
+        notifier_,
+        mail_to,
+        dispatcher_,
+        dispatcher_queue,
     )
 
 

@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 from cli import bootstrap
 from events.runtime.settings import Settings
 from events.sql import auth_limits, catalogue, invitations, tenancy
+from events.sql import webhooks as webhook_tables
 from events.sql.catalogue import oss_issues
 from events.sql.tables import metadata as store_metadata
 from events.tenancy import IssuedToken
@@ -44,6 +45,7 @@ def create_schema(engine: Engine) -> None:
         catalogue.metadata,
         auth_limits.metadata,
         invitations.metadata,
+        webhook_tables.metadata,
     )
     for metadata in tables:
         metadata.create_all(engine)
@@ -80,10 +82,14 @@ def run_dev(bind: str, database: Path) -> None:
     """The other settings still come from the environment (the disclosure file, the candidate
     limit, the log level); the database and the broker are dev mode's own."""
     settings = Settings.from_env(
-        database_url=f"sqlite:///{database.resolve()}", broker_url="memory://", bind=bind
+        database_url=f"sqlite:///{database.resolve()}",
+        broker_url="memory://",
+        bind=bind,
+        webhooks_allow_private=True,  # local receivers, over http
     )
     parts = bootstrap.dev(settings, str(mail_folder(database)))
     engine, app, relay, worker, notifier = parts.engine, parts.app, parts.relay, parts.worker, parts.notifier
+    dispatcher = parts.dispatcher
     create_schema(engine)
     load_sample_catalogue(engine)
 
@@ -93,6 +99,9 @@ def run_dev(bind: str, database: Path) -> None:
         threading.Thread(target=relay.run, name="relay", daemon=True),
         threading.Thread(target=worker.run, name="worker", daemon=True),
         threading.Thread(target=notifier.run, name="notifier", daemon=True),
+        threading.Thread(
+            target=dispatcher.run_in_process, args=(parts.dispatcher_queue,), name="webhooks", daemon=True
+        ),
     ]
     for thread in threads:
         thread.start()
@@ -101,6 +110,7 @@ def run_dev(bind: str, database: Path) -> None:
         relay.stop()
         worker.stop()
         notifier.stop()
+        dispatcher.stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)

@@ -38,7 +38,7 @@ log = logging.getLogger("assessments")
 
 #: Long-running production processes: they log JSON lines unless ASSESSMENTS_LOG_FORMAT says
 #: otherwise; every other command (and `run`, `dev`) logs readable text.
-JSON_LOGGING_COMMANDS = {"api", "relay", "worker", "notifier"}
+JSON_LOGGING_COMMANDS = {"api", "relay", "worker", "notifier", "webhooks"}
 
 
 def configure_logging(level: str, command: str | None = None) -> None:
@@ -370,11 +370,25 @@ def notifier(settings: Settings, allow_embedded: bool, metrics_port: int | None)
 
 
 @main.command()
+@ALLOW_EMBEDDED
+@METRICS_PORT
+@click.pass_obj
+def webhooks(settings: Settings, allow_embedded: bool, metrics_port: int | None) -> None:
+    """Deliver events to the organisations' webhook endpoints (its own queue,
+    ASSESSMENTS_WEBHOOKS_QUEUE): signed, retried on a schedule, in order per assessment."""
+    refuse_embedded(settings, allow_embedded)
+    process = bootstrap.dispatcher(settings)
+    _stop_on_signals(process.stop)
+    with _metrics_served(metrics_port):
+        process.run()
+
+
+@main.command()
 @click.option("--bind", help="host:port for the API.")
 @METRICS_PORT
 def run(bind: str | None, metrics_port: int | None) -> None:
-    """api + relay + worker (+ notifier when ASSESSMENTS_SMTP_URL is set) in the foreground, for
-    a developer. Ctrl-C stops them all. Readable logs unless ASSESSMENTS_LOG_FORMAT says
-    otherwise; with --metrics-port P the relay serves its metrics on P, the worker on P+1 and
-    the notifier on P+2."""
+    """api + relay + worker + notifier + webhooks in the foreground, for a developer. Ctrl-C
+    stops them all. Readable logs unless ASSESSMENTS_LOG_FORMAT says otherwise; with
+    --metrics-port P the relay serves its metrics on P, the worker on P+1, the notifier on P+2
+    and the webhooks dispatcher on P+3."""
     sys.exit(run_service(bind, metrics_port))

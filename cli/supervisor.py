@@ -1,7 +1,8 @@
-"""`assessments run`: the API, the relay, the worker and the notifier as child processes in the
-foreground, for a developer who wants the whole service from one command. Without
-`ASSESSMENTS_SMTP_URL` (e.g. a local mail catcher's) the notifier writes invitations as .eml
-files to `ASSESSMENTS_MAIL_DIR`, by default `assessments-mail/` in the working directory.
+"""`assessments run`: the API, the relay, the worker, the notifier and the webhooks dispatcher
+as child processes in the foreground, for a developer who wants the whole service from one
+command. Without `ASSESSMENTS_SMTP_URL` (e.g. a local mail catcher's) the notifier writes
+invitations as .eml files to `ASSESSMENTS_MAIL_DIR`, by default `assessments-mail/` in the
+working directory.
 
 Each child is `python -m cli <command>`, so it runs exactly as it would in production. When one
 exits, or the developer presses Ctrl-C or sends SIGTERM, every child gets SIGTERM and a grace
@@ -26,15 +27,17 @@ DEFAULT_MAIL_DIR = "assessments-mail"
 
 
 def child_arguments(bind: str | None, metrics_port: int | None) -> list[list[str]]:
-    """The api, relay, worker and notifier commands; with a metrics port P the relay serves
-    its metrics on P, the worker on P+1 and the notifier on P+2."""
+    """The api, relay, worker, notifier and webhooks commands; with a metrics port P the relay
+    serves its metrics on P, the worker on P+1, the notifier on P+2 and the webhooks dispatcher
+    on P+3."""
     api_args = ["api"] + (["--bind", bind] if bind else [])
-    relay_args, worker_args, notifier_args = ["relay"], ["worker"], ["notifier"]
+    relay_args, worker_args, notifier_args, webhooks_args = ["relay"], ["worker"], ["notifier"], ["webhooks"]
     if metrics_port:
         relay_args += ["--metrics-port", str(metrics_port)]
         worker_args += ["--metrics-port", str(metrics_port + 1)]
         notifier_args += ["--metrics-port", str(metrics_port + 2)]
-    return [api_args, relay_args, worker_args, notifier_args]
+        webhooks_args += ["--metrics-port", str(metrics_port + 3)]
+    return [api_args, relay_args, worker_args, notifier_args, webhooks_args]
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -53,6 +53,8 @@ def _encode_value(value: Any) -> Any:
         return format_time(value)
     if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, tuple):
+        return list(value)
     return value
 
 
@@ -80,6 +82,8 @@ def _decoder(kind: Any) -> Callable[[Any], Any]:
         return lambda value: None if value is None else parse_time(value)
     if uuid.UUID in options:
         return lambda value: None if value is None else uuid.UUID(value)
+    if typing.get_origin(kind) is tuple:
+        return lambda value: None if value is None else tuple(value)
     return lambda value: value
 
 

@@ -264,6 +264,67 @@ class CandidateKeyExpired(Event, _OfAKey):
     expired_at: datetime
 
 
+# --- webhook endpoints: one stream per endpoint ----------------------------------------------
+# The signing secret is a credential: no event holds it. Each secret version is kept only in a
+# reservation (scope `webhook_secret`, subject id = `secret_id`), written in the same append.
+
+
+@dataclass(frozen=True, kw_only=True)
+class _OfAnEndpoint:
+    endpoint_id: uuid.UUID
+    org_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookEndpointRegistered(Event, _OfAnEndpoint):
+    """An organisation registered an endpoint: deliveries of the events whose type matches one
+    of `events` (types or routing-key patterns) start with the events after this one.
+    `secret_id` names the first signing secret's version (its reservation), never the secret."""
+
+    type_name: ClassVar[str] = "WebhookEndpointRegistered"
+    routing_key: ClassVar[str] = "webhook_endpoint.registered"
+
+    url: str
+    events: tuple[str, ...]
+    description: str | None = None
+    secret_id: uuid.UUID
+    registered_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookSecretRotated(Event, _OfAnEndpoint):
+    """A new signing secret (version `secret_id`) replaced the previous one, which still signs
+    alongside it until `previous_valid_until`."""
+
+    type_name: ClassVar[str] = "WebhookSecretRotated"
+    routing_key: ClassVar[str] = "webhook_endpoint.secret_rotated"
+
+    secret_id: uuid.UUID
+    previous_valid_until: datetime
+    rotated_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookEndpointRemoved(Event, _OfAnEndpoint):
+    type_name: ClassVar[str] = "WebhookEndpointRemoved"
+    routing_key: ClassVar[str] = "webhook_endpoint.removed"
+
+    removed_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookEndpointDisabled(Event, _OfAnEndpoint):
+    """The dispatcher stopped delivering to the endpoint after `failures` consecutive failed
+    attempts (`reason`: `consecutive_failures`)."""
+
+    type_name: ClassVar[str] = "WebhookEndpointDisabled"
+    routing_key: ClassVar[str] = "webhook_endpoint.disabled"
+
+    reason: str
+    failures: int
+    disabled_at: datetime
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name: cls
     for cls in (
@@ -277,6 +338,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CandidateDeviceChecked,
         CandidateKeyCompleted,
         CandidateKeyExpired,
+        WebhookEndpointRegistered,
+        WebhookSecretRotated,
+        WebhookEndpointRemoved,
+        WebhookEndpointDisabled,
     )
 }
 

@@ -8,6 +8,7 @@ from events.sql.catalogue import metadata as catalogue_metadata
 from events.sql.invitations import metadata as invitations_metadata
 from events.sql.tables import metadata as store_metadata
 from events.sql.tenancy import metadata as auth_metadata
+from events.sql.webhooks import metadata as webhooks_metadata
 from projections.tables import metadata as projection_metadata
 
 target_metadata = [
@@ -17,6 +18,7 @@ target_metadata = [
     catalogue_metadata,
     limits_metadata,
     invitations_metadata,
+    webhooks_metadata,
 ]
 
 

@@ -55,12 +55,16 @@ def make_settings(databases: Databases, broker_url: str, broker_names):
         names = (f"{prefix}.assessments.events", f"{prefix}.assessments.worker")
         notifier_queue = f"{prefix}.assessments.notifier"
         broker_names.extend([names, (names[0], notifier_queue)])
+        broker_names.append((names[0], f"{prefix}.assessments.webhooks"))
         defaults = {
             "database_url": databases.fresh(),
             "broker_url": broker_url,
             "exchange": names[0],
             "worker_queue": names[1],
             "notifier_queue": notifier_queue,
+            "webhooks_queue": f"{prefix}.assessments.webhooks",
+            # Receivers on 127.0.0.1 over http; the tests' resolver knows loopback only.
+            "webhooks_allow_private": True,
             "read_wait_seconds": 3.0,
         }
         return Settings(**{**defaults, **overrides})
@@ -73,11 +77,14 @@ def shared_system(databases: Databases, broker_url: str, broker_names) -> Iterat
     """API, relay and worker running for the whole run; tests isolate by organisation."""
     prefix = f"test-{RUN_ID}-shared"
     broker_names.append((f"{prefix}.assessments.events", f"{prefix}.assessments.worker"))
+    broker_names.append((f"{prefix}.assessments.events", f"{prefix}.assessments.webhooks"))
     settings = Settings(
         database_url=databases.fresh(),
         broker_url=broker_url,
         exchange=f"{prefix}.assessments.events",
         worker_queue=f"{prefix}.assessments.worker",
+        webhooks_queue=f"{prefix}.assessments.webhooks",
+        webhooks_allow_private=True,
         read_wait_seconds=3.0,
         # Every test calls from 127.0.0.1, and refusing candidate keys is what many do: the
         # limit is tested on systems of its own (tests/e2e/test_candidate_auth_limit.py).

@@ -58,6 +58,17 @@ from api.schemas import (
     IssueSchema,
     Timestamp,
 )
+from api.webhook_schemas import (
+    CreateWebhookSchema,
+    DeliveryEnvelopeSchema,
+    DeliveryListSchema,
+    DeliverySchema,
+    WebhookEnvelopeSchema,
+    WebhookListSchema,
+    WebhookSchema,
+    WebhookWithSecretEnvelopeSchema,
+    WebhookWithSecretSchema,
+)
 from events import keys
 
 #: What the wire format promises for every timestamp (api.md): UTC, `Z`, milliseconds.
@@ -144,6 +155,16 @@ def register(spec: APISpec) -> None:
         ("Session", SessionSchema),
         ("SessionEnvelope", SessionEnvelopeSchema),
         ("SessionList", SessionListSchema),
+        # Webhooks.
+        ("CreateWebhook", CreateWebhookSchema),
+        ("Webhook", WebhookSchema),
+        ("WebhookWithSecret", WebhookWithSecretSchema),
+        ("WebhookDelivery", DeliverySchema),
+        ("WebhookEnvelope", WebhookEnvelopeSchema),
+        ("WebhookWithSecretEnvelope", WebhookWithSecretEnvelopeSchema),
+        ("WebhookList", WebhookListSchema),
+        ("WebhookDeliveryList", DeliveryListSchema),
+        ("WebhookDeliveryEnvelope", DeliveryEnvelopeSchema),
         ("ErrorBody", ErrorBodySchema),
         ("Error", ErrorSchema),
     ):
@@ -185,7 +206,7 @@ def register(spec: APISpec) -> None:
             "required": True,
             "schema": string,
         },
-        "Location": {"description": "The new assessment's path.", "required": True, "schema": string},
+        "Location": {"description": "The new resource's path.", "required": True, "schema": string},
         "Idempotent-Replayed": {
             "description": "`true` when this is the first response again for a retried Idempotency-Key.",
             "schema": {"type": "string", "enum": ["true"]},

@@ -22,6 +22,7 @@ from api.candidate_schemas import (
 )
 from api.openapi.components import CANDIDATE_KEY_DESCRIPTION, header_refs, json_content
 from api.schemas import CreateAssessmentSchema, HistoryQuerySchema, IssueKeysSchema, ListQuerySchema
+from api.webhook_schemas import CreateWebhookSchema, DeliveriesQuerySchema
 
 BEARER = [{"bearerAuth": []}]
 #: Candidates' calls that carry the key in the query or body: no credential header at all.
@@ -118,6 +119,8 @@ _QUERY_DESCRIPTIONS = {
     ("sessions", "after"): "The `nextCursor` of the previous page: a position in the (startedAt, id) order. "
     "Any value of this pattern names one; pass back what the service returned.",
     ("consent", "key"): CANDIDATE_KEY_DESCRIPTION,
+    ("deliveries", "limit"): "Page size (default 50).",
+    ("deliveries", "after"): "The `nextCursor` of the previous page: deliveries older than that one.",
 }
 
 #: Path parameters by Flask argument name.
@@ -135,7 +138,22 @@ PATH_PARAMETERS = {
         "description": "The session's id (`sessionId` of the redeem). Not a UUID: 404.",
         "schema": {"type": "string", "format": "uuid"},
     },
+    "webhook_id": {
+        "description": "The webhook endpoint's id. Not a UUID: 404.",
+        "schema": {"type": "string", "format": "uuid"},
+    },
+    "delivery_id": {
+        "description": "The delivery's id (`id` in the deliveries list). Not a UUID: 404.",
+        "schema": {"type": "string", "format": "uuid"},
+    },
 }
+
+_SIGNING = (
+    "Deliveries are POSTed as CloudEvents 1.0 JSON (the message the exchange carries) and signed as "
+    "Standard Webhooks says: `webhook-id` (the event id, the same on every retry), `webhook-timestamp` "
+    "(Unix seconds) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`, keyed with "
+    "the secret's base64-decoded bytes after `whsec_`)."
+)
 
 #: What a candidate's credential is refused with, wherever it is presented.
 _CANDIDATE_REFUSED = (
@@ -313,6 +331,65 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
             security=NO_CREDENTIALS,
             body=CompleteSchema,
             errors=(400, 401, (409, "CompleteConflict"), 429),
+        ),
+        ("/v1/webhooks", "POST"): _op(
+            "Register a webhook endpoint",
+            "Webhooks",
+            {
+                "201": _ok(
+                    "Registered; its signing secret is shown only here.",
+                    "WebhookWithSecretEnvelope",
+                    "Location",
+                )
+            },
+            description="Events recorded from now on whose type matches `events` are delivered to `url`. "
+            + _SIGNING,
+            body=CreateWebhookSchema,
+            errors=(400, 401),
+        ),
+        ("/v1/webhooks", "GET"): _op(
+            "List the organisation's webhook endpoints",
+            "Webhooks",
+            {"200": _ok("Ordered by createdAt, then id; without secrets.", "WebhookList")},
+        ),
+        ("/v1/webhooks/<webhook_id>", "GET"): _op(
+            "Get one webhook endpoint",
+            "Webhooks",
+            {"200": _ok("The endpoint, without its secret.", "WebhookEnvelope")},
+            errors=(401, 404),
+        ),
+        ("/v1/webhooks/<webhook_id>", "DELETE"): _op(
+            "Remove a webhook endpoint",
+            "Webhooks",
+            {"200": _ok("Removed: nothing more is delivered to it.", "Ok")},
+            errors=(401, 404, 409),
+        ),
+        ("/v1/webhooks/<webhook_id>/rotate-secret", "POST"): _op(
+            "Rotate the endpoint's signing secret",
+            "Webhooks",
+            {"200": _ok("The new secret, shown only here.", "WebhookWithSecretEnvelope")},
+            description="For `previousSecretValidUntil` (24 hours by default) every delivery carries two "
+            "signatures, one with each secret, space-separated in `webhook-signature`; then only the new "
+            "one. A disabled endpoint: 409.",
+            errors=(401, 404, 409),
+        ),
+        ("/v1/webhooks/<webhook_id>/deliveries", "GET"): _op(
+            "The endpoint's deliveries, newest first",
+            "Webhooks",
+            {"200": _ok("One per event sent to the endpoint, with its last attempt.", "WebhookDeliveryList")},
+            parameters=query(DeliveriesQuerySchema, "deliveries"),
+            errors=(400, 401, 404),
+        ),
+        ("/v1/webhooks/<webhook_id>/deliveries/<delivery_id>/retry", "POST"): _op(
+            "Deliver again now",
+            "Webhooks",
+            {
+                "202": _ok(
+                    "Due now; the dispatcher sends it with the same `webhook-id`.", "WebhookDeliveryEnvelope"
+                )
+            },
+            description="Any delivery, also one that succeeded or failed for good. A disabled endpoint: 409.",
+            errors=(401, 404, 409),
         ),
         ("/v1/health", "GET"): _op(
             "Reachability, for the candidate's client",

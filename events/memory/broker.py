@@ -27,12 +27,14 @@ class Message:
 
 
 class InProcessBroker:
-    """One exchange with the worker's queue bound to every routing key, and any other queue
-    bound to routing keys of its own (`bind`): the notifier's, in `assessments dev`."""
+    """One exchange with the worker's queue bound to every routing key, any other queue bound to
+    routing keys of its own (`bind`: the notifier's, in `assessments dev`), and queues that get
+    everything (`subscribe`: the webhooks dispatcher's)."""
 
     def __init__(self) -> None:
         self._queue: queue.Queue[Message] = queue.Queue()
         self._bound: dict[str, tuple[frozenset[str], queue.Queue[Message]]] = {}
+        self._subscribers: list[queue.Queue[Message]] = []
         self.dead_letters: list[tuple[Message, str]] = []
 
     def bind(self, name: str, routing_keys: list[str]) -> None:
@@ -44,6 +46,14 @@ class InProcessBroker:
         for routing_keys, bound in self._bound.values():
             if message.routing_key in routing_keys:
                 bound.put(message)
+        for subscriber in self._subscribers:
+            subscriber.put(message)
+
+    def subscribe(self) -> queue.Queue[Message]:
+        """A queue of its own that gets every message published from now on."""
+        own: queue.Queue[Message] = queue.Queue()
+        self._subscribers.append(own)
+        return own
 
     def take(self, max_count: int, timeout: float, name: str | None = None) -> list[Message]:
         """Up to `max_count` messages of the worker's queue (or the bound queue `name`);

@@ -53,6 +53,26 @@ class Settings:
     mail_lease_seconds: float = 300.0
     #: Transient SMTP failures (connection, 4xx) are tried again until this many attempts.
     mail_max_attempts: int = 50
+    #: The webhooks dispatcher's own queue, bound to the exchange with `#`.
+    webhooks_queue: str = "assessments.webhooks"
+    #: Local development and tests only: webhook URLs may be http and point at loopback or
+    #: private addresses (never at metadata, link-local, multicast or unspecified ones).
+    webhooks_allow_private: bool = False
+    #: Per attempt: on the connect and on each read of the response.
+    webhooks_timeout_seconds: float = 10.0
+    webhooks_max_response_bytes: int = 64 * 1024
+    #: Attempts in flight at once, and at most this many of them on one endpoint.
+    webhooks_concurrency: int = 16
+    webhooks_per_endpoint_concurrency: int = 4
+    #: Seconds before the 2nd, 3rd, ... attempt (each stretched by up to 20 % of jitter).
+    webhooks_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    #: An endpoint is disabled after this many consecutive failed attempts lasting this long.
+    webhooks_disable_after_failures: int = 20
+    webhooks_disable_after_seconds: float = 24 * 3600
+    #: After a rotation, the previous secret keeps signing beside the new one this long.
+    webhooks_rotation_grace_seconds: float = 24 * 3600
+    #: How often the delivery loop looks for due retries when nothing wakes it.
+    webhooks_poll_seconds: float = 1.0
 
     @property
     def dead_letter_queue(self) -> str:
@@ -61,6 +81,9 @@ class Settings:
     @property
     def notifier_dead_letter_queue(self) -> str:
         return f"{self.notifier_queue}.dead"
+
+    def webhooks_dead_letter_queue(self) -> str:
+        return f"{self.webhooks_queue}.dead"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -89,6 +112,19 @@ class Settings:
             "mail_dir": env.get("ASSESSMENTS_MAIL_DIR") or None,
             "mail_lease_seconds": _float(env.get("ASSESSMENTS_MAIL_LEASE_SECONDS")),
             "mail_max_attempts": _int(env.get("ASSESSMENTS_MAIL_MAX_ATTEMPTS")),
+            "webhooks_queue": env.get("ASSESSMENTS_WEBHOOKS_QUEUE"),
+            "webhooks_allow_private": _bool(env.get("ASSESSMENTS_WEBHOOKS_ALLOW_PRIVATE")),
+            "webhooks_timeout_seconds": _float(env.get("ASSESSMENTS_WEBHOOKS_TIMEOUT_SECONDS")),
+            "webhooks_max_response_bytes": _int(env.get("ASSESSMENTS_WEBHOOKS_MAX_RESPONSE_BYTES")),
+            "webhooks_concurrency": _int(env.get("ASSESSMENTS_WEBHOOKS_CONCURRENCY")),
+            "webhooks_per_endpoint_concurrency": _int(
+                env.get("ASSESSMENTS_WEBHOOKS_PER_ENDPOINT_CONCURRENCY")
+            ),
+            "webhooks_retry_schedule": _floats(env.get("ASSESSMENTS_WEBHOOKS_RETRY_SCHEDULE")),
+            "webhooks_disable_after_failures": _int(env.get("ASSESSMENTS_WEBHOOKS_DISABLE_AFTER_FAILURES")),
+            "webhooks_disable_after_seconds": _float(env.get("ASSESSMENTS_WEBHOOKS_DISABLE_AFTER_SECONDS")),
+            "webhooks_rotation_grace_seconds": _float(env.get("ASSESSMENTS_WEBHOOKS_ROTATION_GRACE_SECONDS")),
+            "webhooks_poll_seconds": _float(env.get("ASSESSMENTS_WEBHOOKS_POLL_SECONDS")),
         }
         settings = cls(**{key: value for key, value in read.items() if value is not None})
         return replace(settings, **overrides)
@@ -100,3 +136,21 @@ def _int(value: str | None) -> int | None:
 
 def _float(value: str | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _bool(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _floats(value: str | None) -> tuple[float, ...] | None:
+    """`5,300,1800`: seconds, comma-separated."""
+    if value is None:
+        return None
+    return tuple(float(part) for part in value.split(",") if part.strip())

@@ -16,7 +16,9 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
+from tests.support.receiver import Receiver
 from tests.support.system import Client
 from tests.support.wait import wait_for
 
@@ -217,3 +219,25 @@ def test_after_a_write_the_outbox_empties_the_process_goes_idle_and_stops_at_onc
         started = time.monotonic()
         assert server.stop() == 0
     assert time.monotonic() - started < 3.0
+
+
+def test_dev_mode_delivers_webhooks_to_a_local_receiver(database):
+    """The dispatcher runs as a thread of `assessments dev`, which allows http to 127.0.0.1."""
+    receiver = Receiver()
+    server = DevServer(database)
+    try:
+        with Client(server.url, server.token) as client:
+            registered = client.post(
+                "/v1/webhooks", json={"url": receiver.endpoint("/dev"), "events": ["assessment.created"]}
+            )
+            assert registered.status_code == 201, registered.text
+            secret = registered.json()["webhook"]["secret"]
+            created = client.post("/v1/assessments", json={"title": "T", "role": "R", "taskBrief": "B"})
+            assert created.status_code == 201, created.text
+
+            [got] = wait_for(lambda: receiver.received("/dev"), 20, "the dev server's delivery")
+            assert got.json["subject"] == created.json()["assessment"]["id"]
+            assert Webhook(secret).verify(got.body, got.headers)["type"] == "AssessmentCreated"
+    finally:
+        assert server.stop() == 0
+        receiver.close()

@@ -717,6 +717,65 @@ def _(c: Callers):
     )
 
 
+# --- webhooks (no dispatcher runs on the shared system: nothing is ever sent) ---------------
+
+RECEIVER = "http://127.0.0.1:9/hook"
+
+
+def webhook(c: Callers) -> dict[str, Any]:
+    response = c.client.post("/v1/webhooks", json={"url": RECEIVER, "events": ["assessment.*"]})
+    assert response.status_code == 201, response.text
+    return response.json()["webhook"]
+
+
+@case("register a webhook", 201)
+def _(c: Callers):
+    return c.client.post(
+        "/v1/webhooks", json={"url": RECEIVER, "events": ["candidate_key.*"], "description": "ATS"}
+    )
+
+
+@case("list webhooks", 200)
+def _(c: Callers):
+    webhook(c)
+    return c.client.get("/v1/webhooks")
+
+
+@case("get a webhook", 200)
+def _(c: Callers):
+    return c.client.get(f"/v1/webhooks/{webhook(c)['id']}")
+
+
+@case("rotate a webhook's secret", 200)
+def _(c: Callers):
+    return c.client.post(f"/v1/webhooks/{webhook(c)['id']}/rotate-secret")
+
+
+@case("a webhook's deliveries", 200)
+def _(c: Callers):
+    return c.client.get(f"/v1/webhooks/{webhook(c)['id']}/deliveries")
+
+
+@case("remove a webhook", 200)
+def _(c: Callers):
+    return c.client.delete(f"/v1/webhooks/{webhook(c)['id']}")
+
+
+@case("register a webhook for an unknown event type", 400)
+def _(c: Callers):
+    return c.client.post("/v1/webhooks", json={"url": RECEIVER, "events": ["assessment.renamed"]})
+
+
+@case("retry a missing delivery", 404)
+def _(c: Callers):
+    return c.client.post(f"/v1/webhooks/{webhook(c)['id']}/deliveries/{uuid.uuid4()}/retry")
+
+
+@case("a missing webhook", 404)
+def _(c: Callers):
+    return c.client.get(f"/v1/webhooks/{uuid.uuid4()}")
+
+
 @pytest.fixture
 def callers(client: Client, anonymous: Client, candidate, issue: dict[str, Any], clock) -> Iterator[Callers]:
     yield Callers(client, anonymous, candidate, issue, clock)

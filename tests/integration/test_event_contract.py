@@ -12,6 +12,7 @@ import os
 import re
 import typing
 import uuid
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,11 @@ from events.sql.catalogue import import_catalogue
 from tests.conftest import RUN_ID, new_org
 from tests.e2e.helpers import create, issue_keys
 from tests.integration.helpers import BrokerClient, outbox_count, pending_count, scalar
+from tests.support.receiver import Receiver, always
 from tests.support.system import Client
 from tests.support.wait import wait_for
 from tests.unit import builders
+from worker.webhooks import Policy
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CATALOGUE = Path(__file__).resolve().parents[2] / "data" / "oss-issues.json"
@@ -79,7 +82,7 @@ def message_for(routing_key: str) -> dict[str, Any]:
 
 def sample_envelopes() -> dict[str, dict[str, Any]]:
     """One well-formed envelope of each type, as `messages.envelope` builds it."""
-    events = builders.one_of_each()
+    events = [*builders.one_of_each(), *builders.webhook_endpoint_events()]
     return {
         event.type_name: messages.envelope(builders.recorded(event, version, **_metadata(event)))
         for version, event in enumerate(events, start=1)
@@ -256,9 +259,17 @@ class Workload:
     awaited: dict[str, int]
     secrets: list[str]
     expiring_session_id: str = ""
+    #: Webhook signing secrets, which no message may hold either.
+    webhook_secrets: list[str] = dataclasses.field(default_factory=list)
 
 
-def run_workload(system) -> Workload:
+def register_webhook(client: Client, url: str, events: list[str], **more: Any) -> dict[str, Any]:
+    response = client.post("/v1/webhooks", json={"url": url, "events": events, **more})
+    assert response.status_code == 201, response.text
+    return response.json()["webhook"]
+
+
+def run_workload(system, receiver: Receiver) -> Workload:
     """Every kind of event, with optional fields both set and null: creates (bare and full),
     keys with and without candidates, a revoke, a delete whose keys the cascade revokes; and
     the candidate's side as the command-line client plays it (consent, redeem, redeem again,
@@ -268,6 +279,16 @@ def run_workload(system) -> Workload:
     issue_id = json.loads(CATALOGUE.read_text(encoding="utf-8"))[0]["id"]
     secrets: list[str] = []
     with Client(system.api.url, new_org(system.settings.database_url).token) as client:
+        # Webhooks: one endpoint that refuses everything (the dispatcher disables it after its
+        # first failure here), one described, rotated and removed.
+        refusing = register_webhook(
+            client, receiver.endpoint("/refuses", always(500)), ["assessment.created"]
+        )
+        kept = register_webhook(client, receiver.endpoint("/kept"), ["#"], description="ATS")
+        rotated = client.post(f"/v1/webhooks/{kept['id']}/rotate-secret")
+        assert rotated.status_code == 200, rotated.text
+        assert client.delete(f"/v1/webhooks/{kept['id']}").status_code == 200
+        webhook_secrets = [refusing["secret"], kept["secret"], rotated.json()["webhook"]["secret"]]
         bare = create(client)
         full = create(
             client,
@@ -302,7 +323,8 @@ def run_workload(system) -> Workload:
         assert completed.status_code == 200, completed.text
     # past the untouched key's expiry (2 days) and so past the lapsing session's deadline (60 min)
     system.clock.advance(days=2, seconds=1)
-    return Workload({"CandidateKeyRevoked": 1 + 2, "CandidateKeyExpired": 2}, secrets, session_id)
+    awaited = {"CandidateKeyRevoked": 1 + 2, "CandidateKeyExpired": 2, "WebhookEndpointDisabled": 1}
+    return Workload(awaited, secrets, session_id, webhook_secrets)
 
 
 def fingerprint(checkpoint: str) -> dict[str, Any]:
@@ -380,10 +402,14 @@ def test_every_published_message_validates_against_its_documented_schema(system)
     system.start_relay()
     system.start_worker()
     system.start_api()
+    system.start_webhooks(
+        policy=Policy(schedule=(0.1,), disable_after_failures=1, disable_after=timedelta(0))
+    )
     broker = BrokerClient(system.settings.broker_url, system.settings.exchange)
+    receiver = Receiver()
     try:
         tap = broker.tap(f"test-{RUN_ID}-{uuid.uuid4().hex[:6]}.tap")
-        workload = run_workload(system)
+        workload = run_workload(system, receiver)
         wait_for(
             lambda: settled(system.engine, workload.awaited),
             EXPIRY_WAIT_SECONDS,
@@ -392,6 +418,7 @@ def test_every_published_message_validates_against_its_documented_schema(system)
         published = broker.take(tap, scalar(system.engine, "SELECT count(*) FROM events"))
     finally:
         broker.close()
+        receiver.close()
 
     seen: dict[str, list[dict[str, Any]]] = {}
     for method, properties, body in published:
@@ -418,6 +445,11 @@ def test_every_published_message_validates_against_its_documented_schema(system)
     names = {e["data"]["candidateName"] for e in seen["CandidateKeyRedeemed"]}
     assert names == {"Grace Hopper", None}
     assert_no_secrets(published, workload.secrets)
+    for _, properties, body in published:
+        text = body.decode("utf-8") + json.dumps(properties.headers)
+        for secret in workload.webhook_secrets:
+            assert secret not in text and secret.removeprefix("whsec_") not in text
+    assert {e["data"]["description"] for e in seen["WebhookEndpointRegistered"]} == {None, "ATS"}
 
 
 def assert_no_secrets(published, secrets: list[str]) -> None:

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 
-from events.sql import auth_limits, catalogue, invitations, tables, tenancy
+from events.sql import auth_limits, catalogue, invitations, tables, tenancy, webhooks
 from projections import tables as read_tables
 
 
@@ -20,6 +20,7 @@ def declared() -> MetaData:
         catalogue.metadata,
         auth_limits.metadata,
         invitations.metadata,
+        webhooks.metadata,
     ):
         for table in metadata.tables.values():
             table.to_metadata(combined)

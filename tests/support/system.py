@@ -16,8 +16,11 @@ from events.model import utcnow
 from events.rabbitmq.relay import Relay
 from events.runtime.settings import Settings
 from events.sql.engine import make_engine
+from events.webhooks import Resolver
+from tests.support.receiver import loopback_only
 from worker.consumer import Worker
 from worker.handler import EventHandler
+from worker.webhooks import Dispatcher
 
 
 class Running:
@@ -69,6 +72,7 @@ class System:
     relay: Running | None = None
     worker: Running | None = None
     api: ApiServer | None = None
+    webhooks: Running | None = None
     handlers: list[EventHandler] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -87,6 +91,22 @@ class System:
         self.worker = Running(worker, "worker")
         return worker
 
+    def start_webhooks(
+        self, broker_url: str | None = None, resolve: Resolver = loopback_only, **options
+    ) -> Dispatcher:
+        """The webhooks dispatcher, resolving loopback only (see `tests.support.receiver`)
+        unless a test gives a resolver that refuses more."""
+        dispatcher = bootstrap.dispatcher(
+            self.settings, broker_url=broker_url, resolve=resolve, **{"clock": self.clock, **options}
+        )
+        self.webhooks = Running(dispatcher, "webhooks")
+        return dispatcher
+
+    def stop_webhooks(self) -> None:
+        if self.webhooks:
+            self.webhooks.stop()
+            self.webhooks = None
+
     def start_api(self) -> str:
         self.api = ApiServer(self.settings, self.clock)
         return self.api.url
@@ -104,6 +124,7 @@ class System:
     def stop(self) -> None:
         self.stop_relay()
         self.stop_worker()
+        self.stop_webhooks()
         if self.api:
             self.api.stop()
             self.api = None
@@ -111,8 +132,11 @@ class System:
 
 
 class ApiServer:
-    def __init__(self, settings: Settings, clock: MovableClock | None = None) -> None:
-        self.app = bootstrap.api_app(settings, **({"clock": clock} if clock else {}))
+    def __init__(
+        self, settings: Settings, clock: MovableClock | None = None, resolve: Resolver = loopback_only
+    ) -> None:
+        """`resolve` looks up webhook URLs' names: loopback only unless a test stubs more."""
+        self.app = bootstrap.api_app(settings, resolve=resolve, **({"clock": clock} if clock else {}))
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)

@@ -19,6 +19,10 @@ from events.model import (
     CandidateSessionResumed,
     Event,
     RecordedEvent,
+    WebhookEndpointDisabled,
+    WebhookEndpointRegistered,
+    WebhookEndpointRemoved,
+    WebhookSecretRotated,
 )
 
 NOW = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
@@ -148,13 +152,44 @@ def one_of_each() -> list[Event]:
     ]
 
 
+def webhook_endpoint_events(org_id: str = "org-webhooks") -> list[Event]:
+    """An endpoint's stream holding each of its event types, in a valid order."""
+    endpoint_id = uuid.uuid4()
+    return [
+        WebhookEndpointRegistered(
+            endpoint_id=endpoint_id,
+            org_id=org_id,
+            url="https://hooks.example.com/assessments",
+            events=("assessment.*", "CandidateKeyIssued"),
+            description="ATS",
+            secret_id=uuid.uuid4(),
+            registered_at=NOW,
+        ),
+        WebhookSecretRotated(
+            endpoint_id=endpoint_id,
+            org_id=org_id,
+            secret_id=uuid.uuid4(),
+            previous_valid_until=NOW + timedelta(hours=24),
+            rotated_at=NOW,
+        ),
+        WebhookEndpointDisabled(
+            endpoint_id=endpoint_id,
+            org_id=org_id,
+            reason="consecutive_failures",
+            failures=20,
+            disabled_at=NOW,
+        ),
+        WebhookEndpointRemoved(endpoint_id=endpoint_id, org_id=org_id, removed_at=NOW),
+    ]
+
+
 def recorded(
     event: Event, stream_version: int, position: int | None = None, **metadata: Any
 ) -> RecordedEvent:
     """`event` as the store would hold it, in its assessment's stream."""
     return RecordedEvent(
         event_id=uuid.uuid4(),
-        stream_id=event.assessment_id,  # type: ignore[attr-defined]
+        stream_id=getattr(event, "assessment_id", None) or event.endpoint_id,  # type: ignore[attr-defined]
         stream_version=stream_version,
         position=stream_version if position is None else position,
         recorded_at=NOW,

@@ -13,9 +13,9 @@ import pytest
 from events import codec
 from events.codec import UndecodableEvent, UnknownEventType
 from events.model import EVENT_TYPES, AssessmentDeleted, CandidateKeyIssued, Event
-from tests.unit.builders import NOW, created, deleted, issued, one_of_each
+from tests.unit.builders import NOW, created, deleted, issued, one_of_each, webhook_endpoint_events
 
-SAMPLES = {type(event).type_name: event for event in one_of_each()}
+SAMPLES = {type(event).type_name: event for event in [*one_of_each(), *webhook_endpoint_events()]}
 ID = uuid.UUID("0195f0c4-8d5e-7000-8000-000000000001")
 
 

@@ -87,6 +87,10 @@ def test_every_event_type_has_a_routing_key():
         "CandidateDeviceChecked": "candidate_key.device_checked",
         "CandidateKeyCompleted": "candidate_key.completed",
         "CandidateKeyExpired": "candidate_key.expired",
+        "WebhookEndpointRegistered": "webhook_endpoint.registered",
+        "WebhookSecretRotated": "webhook_endpoint.secret_rotated",
+        "WebhookEndpointRemoved": "webhook_endpoint.removed",
+        "WebhookEndpointDisabled": "webhook_endpoint.disabled",
     }
 
 

@@ -100,3 +100,33 @@ def test_api_processes_open_no_gunicorn_control_socket_they_would_share_on_a_hos
 
     server = ApiServer(Settings(), gunicorn_options("127.0.0.1:0", 1, {}))  # configured, not started
     assert server.cfg.control_socket_disable is True
+
+
+def test_webhooks_settings_default_to_production_rules_and_read_from_the_environment():
+    assert Settings().webhooks_allow_private is False
+    assert Settings().webhooks_queue == "assessments.webhooks"
+    assert Settings().webhooks_dead_letter_queue == "assessments.webhooks.dead"
+    settings = Settings.from_env(
+        {
+            "ASSESSMENTS_WEBHOOKS_ALLOW_PRIVATE": "true",
+            "ASSESSMENTS_WEBHOOKS_QUEUE": "acme.webhooks",
+            "ASSESSMENTS_WEBHOOKS_RETRY_SCHEDULE": "1, 2.5,60",
+            "ASSESSMENTS_WEBHOOKS_DISABLE_AFTER_FAILURES": "5",
+            "ASSESSMENTS_WEBHOOKS_TIMEOUT_SECONDS": "3",
+        }
+    )
+    assert settings.webhooks_allow_private is True
+    assert settings.webhooks_queue == "acme.webhooks"
+    assert settings.webhooks_retry_schedule == (1.0, 2.5, 60.0)
+    assert settings.webhooks_disable_after_failures == 5
+    assert settings.webhooks_timeout_seconds == 3.0
+
+
+@pytest.mark.parametrize(("value", "allowed"), [("1", True), ("yes", True), ("false", False), ("0", False)])
+def test_allowing_private_webhook_addresses_takes_the_usual_booleans(value: str, allowed: bool):
+    assert Settings.from_env({"ASSESSMENTS_WEBHOOKS_ALLOW_PRIVATE": value}).webhooks_allow_private is allowed
+
+
+def test_a_misspelt_boolean_is_refused_rather_than_read_as_off():
+    with pytest.raises(ValueError, match="boolean"):
+        Settings.from_env({"ASSESSMENTS_WEBHOOKS_ALLOW_PRIVATE": "ture"})

@@ -104,8 +104,14 @@ class AssessmentService:
         self.max_attempts = max_attempts
 
     def load(self, assessment_id: uuid.UUID) -> Assessment:
-        recorded = self.store.load(assessment_id)
+        """The assessment's state; none for a stream that is not an assessment's (a webhook
+        endpoint's), whose id a caller may well present here."""
+        recorded = self._assessment_stream(assessment_id)
         return aggregate.rebuild(assessment_id, (r.event for r in recorded))
+
+    def _assessment_stream(self, stream_id: uuid.UUID) -> list[RecordedEvent]:
+        recorded = self.store.load(stream_id)
+        return recorded if recorded and isinstance(recorded[0].event, AssessmentCreated) else []
 
     def load_owned(self, org_id: str, assessment_id: uuid.UUID) -> Assessment:
         """The live state of an organisation's assessment; another org's is `not found`."""
@@ -116,7 +122,7 @@ class AssessmentService:
 
     def history(self, org_id: str, assessment_id: uuid.UUID) -> list[RecordedEvent]:
         """The stream as recorded, for its organisation only, deleted or not (an audit trail)."""
-        recorded = self.store.load(assessment_id)
+        recorded = self._assessment_stream(assessment_id)
         if not recorded or recorded[0].metadata.get("orgId") != org_id:
             raise AssessmentNotFound(str(assessment_id))
         return recorded

@@ -14,6 +14,7 @@ import pytest
 
 from events.sql import tenancy
 from events.webhooks import UnsafeUrl
+from tests.e2e.helpers import assert_error
 from tests.support.system import ApiServer, Client, System
 
 RECEIVER = "http://127.0.0.1:9/hook"  # never called: no dispatcher runs on the shared system
@@ -101,6 +102,21 @@ def test_another_organisations_endpoint_is_404_everywhere(other_client: Client, 
     assert [a.status_code for a in answers] == [404] * 5
     assert all(a.json()["error"]["code"] == "not_found" for a in answers)
     assert other_client.get("/v1/webhooks").json()["webhooks"] == []
+
+
+def test_an_endpoints_id_names_no_assessment(client: Client, hook: dict):
+    """An endpoint is a stream of the store too; the assessment routes know it not."""
+    path = f"/v1/assessments/{hook['id']}"
+    for response in (
+        client.get(path),
+        client.get(f"{path}/events"),
+        client.get(f"{path}/keys"),
+        client.post(f"{path}/keys", json={"count": 1}),
+        client.get(f"{path}/sessions"),
+        client.delete(path),
+    ):
+        assert_error(response, 404, "not_found")
+    assert client.get(f"/v1/webhooks/{hook['id']}").status_code == 200
 
 
 def test_ids_that_are_not_uuids_are_404(client: Client):

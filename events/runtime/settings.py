@@ -82,6 +82,7 @@ class Settings:
     def notifier_dead_letter_queue(self) -> str:
         return f"{self.notifier_queue}.dead"
 
+    @property
     def webhooks_dead_letter_queue(self) -> str:
         return f"{self.webhooks_queue}.dead"
 

@@ -177,6 +177,7 @@ def test_assessments_run_starts_the_notifier_too_with_eml_files_when_there_is_no
         ["relay", "--metrics-port", "9100"],
         ["worker", "--metrics-port", "9101"],
         ["notifier", "--metrics-port", "9102"],
+        ["webhooks", "--metrics-port", "9103"],
     ]
     assert child_environment({})["ASSESSMENTS_MAIL_DIR"].endswith("assessments-mail")
     with_smtp = child_environment({"ASSESSMENTS_SMTP_URL": "smtp://127.0.0.1:1025"})

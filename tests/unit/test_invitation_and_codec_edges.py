@@ -24,6 +24,7 @@ def test_the_message_id_domain_is_after_the_last_at_sign_without_brackets_or_spa
     assert message_id(key_id, "weird@name@mail.test") == f"<invitation-{key_id}@mail.test>"
     assert message_id(key_id, "mail.test") == f"<invitation-{key_id}@mail.test>"
     assert message_id(key_id, "a@MX.TEST>") == f"<invitation-{key_id}@MX.TEST>"
+    assert message_id(key_id, "a@B.X>") == f"<invitation-{key_id}@B.X>"
     assert message_id(key_id, "") == f"<invitation-{key_id}@localhost>"
     assert message_id(key_id, "a@ >") == f"<invitation-{key_id}@localhost>"
 

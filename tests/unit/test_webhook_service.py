@@ -52,7 +52,10 @@ from events.webhooks import (
     parse_url,
     refusal,
     safe_addresses,
+    subscribable,
+    system_resolver,
 )
+from events.webhooks import _topic_matches
 from tests.unit.builders import NOW
 
 ORG = "org-acme"
@@ -379,6 +382,8 @@ def test_the_endpoints_of_an_org_sorted_by_creation_then_id_without_removed_or_f
     gone, _ = register(service, url="https://d.example.com/")
     service.remove(ORG, gone.id, META)
     foreign, _ = register(service, org=OTHER_ORG)
+    # Listed in the reverse order of their ids, so that the tie is broken by the sort.
+    directory.ids[ORG] = sorted(directory.ids[ORG], key=str, reverse=True)
     directory.ids[ORG].append(foreign.id)  # a stale listing must not leak it
     directory.ids[ORG].append(uuid.uuid4())  # nor an unknown id
 
@@ -849,6 +854,9 @@ def test_parse_url_parts():
         ("192.168.1.1", "a private or reserved address"),
         ("240.0.0.1", "a private or reserved address"),
         ("2001:db8::1", "a private or reserved address"),
+        # reserved but (by the registry's table) global and not private: refused all the same
+        ("4000::1", "a private or reserved address"),
+        ("5f00::1", "a private or reserved address"),
         ("::ffff:10.0.0.1", "a private or reserved address"),
         ("64:ff9b::a00:1", "a private or reserved address"),
         ("64:ff9b::808:808", None),
@@ -887,6 +895,13 @@ def test_safe_addresses_checks_every_address_with_the_scope_stripped():
     with pytest.raises(UnsafeUrl) as refused:
         safe_addresses(target, resolver)
     assert str(refused.value) == "The host 'a.example.com' resolves to a link-local address."
+
+    # A scope is cut off before the check: a scoped address would not equal the metadata one.
+    for scoped in ("fd00:ec2::254%eth0", "fd00:ec2::254%eth0%1"):
+        resolver.addresses = ["93.184.216.34", scoped]
+        with pytest.raises(UnsafeUrl) as metadata:
+            safe_addresses(target, resolver)
+        assert str(metadata.value) == "The host 'a.example.com' resolves to a cloud metadata address."
 
     resolver.addresses = ["10.0.0.1"]
     assert safe_addresses(target, resolver, allow_private=True) == ["10.0.0.1"]
@@ -940,10 +955,104 @@ ASSESSMENT_TYPES = {"AssessmentCreated", "AssessmentDeleted"}
     ],
 )
 def test_the_types_a_pattern_names(pattern, types):
+    matching_types.cache_clear()
     assert matching_types(pattern) == frozenset(types)
+    # A type's name is not a routing-key pattern: it names its type by the lookup alone.
+    by_key = frozenset() if pattern in subscribable() else frozenset(types)
+    assert frozenset(name for name, key in subscribable().items() if _topic_matches(pattern, key)) == by_key
+
+
+@pytest.mark.parametrize(
+    ("pattern", "key", "matched"),
+    [
+        ("a.b", "a.b", True),
+        ("a.b", "a.c", False),
+        ("a.b", "a", False),
+        ("a", "a.b", False),
+        ("a.b", "a.b.c", False),
+        ("*", "a", True),
+        ("*", "a.b", False),
+        ("a.*", "a.b", True),
+        ("a.*", "a", False),
+        ("a.*", "b.c", False),
+        ("*.b", "a.b", True),
+        ("*.b", "a.c", False),
+        ("a.*.c", "a.b.c", True),
+        ("a.*.c", "a.b.d", False),
+        ("a.*.c", "a.c", False),
+        ("#", "a", True),
+        ("#", "a.b.c", True),
+        ("#", "", True),
+        ("a.#", "a", True),
+        ("a.#", "a.b", True),
+        ("a.#", "a.b.c", True),
+        ("a.#", "b.a", False),
+        ("#.c", "a.b.c", True),
+        ("#.c", "c", True),
+        ("#.c", "c.a", False),
+        ("#.b.#", "a.b.c", True),
+        ("#.b.#", "b", True),
+        ("#.b.#", "a.c", False),
+        ("a.#.c", "a.c", True),
+        ("a.#.c", "a.b.b.c", True),
+        ("a.#.c", "a.b.b.d", False),
+        ("#.#", "a.b", True),
+        ("a.b.c", "a.b.c", True),
+        ("a.b.c", "a.x.c", False),
+        ("a.b.c", "a.b.x", False),
+        ("x.b.c", "a.b.c", False),
+        ("b", "a.b", False),
+        ("a b", "a b", True),
+        ("a b", "a", False),
+        ("*.*", "a b", False),
+        ("a", "a", True),
+        ("", "", True),
+        ("", "a", False),
+        ("a", "", False),
+    ],
+)
+def test_topic_matching(pattern, key, matched):
+    assert _topic_matches(pattern, key) is matched
 
 
 def test_an_unknown_pattern_is_reported_with_its_repr():
     assert check_patterns(["#", "nope"]) == ["Unknown event type or pattern: 'nope'."]
     assert check_patterns([]) == ["Name at least one event type or pattern."]
     assert check_patterns(["#"] * 51) == ["At most 50 event types or patterns."]
+
+
+# --- the production resolver, with socket.getaddrinfo stubbed (nothing is resolved) -----------
+
+
+def test_the_system_resolver_asks_for_stream_sockets_and_keeps_each_address_once(monkeypatch):
+    import socket
+
+    calls = []
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        calls.append((host, port, family, type))
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2606:2800::1", port, 0, 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    assert system_resolver("hooks.example.com", 8443) == ["93.184.216.34", "2606:2800::1"]
+    assert calls == [("hooks.example.com", 8443, 0, socket.SOCK_STREAM)]
+
+
+@pytest.mark.parametrize("error", [OSError("no such name"), UnicodeError("bad label")])
+def test_a_name_the_system_cannot_resolve_is_unsafe(monkeypatch, error):
+    import socket
+
+    def getaddrinfo(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    with pytest.raises(UnsafeUrl) as refused:
+        system_resolver("nowhere.example", 443)
+    assert str(refused.value) == "The host 'nowhere.example' does not resolve."
+    assert refused.value.__cause__ is error

@@ -1,0 +1,707 @@
+"""Benchmark of the pipeline's stages near the machine's limits; prints figures, asserts nothing.
+
+    .venv/bin/python bench/pipeline.py [--events 20000] [--rounds 5] [--seconds 3]
+
+Each stage alone, in one run, on a database and a RabbitMQ vhost of the run's own (removed
+afterwards), each figure beside the limit it is quoted against (issue 14):
+
+(a) appends per second through the store (`bootstrap.event_store(engine).append`, one created
+    assessment per transaction, on the API's engine, as the API does) against a raw psycopg
+    INSERT of the same rows (the event, its outbox row and its pending-projection row in one
+    prepared statement, autocommit): 1 thread, then 8 threads in this process, `--rounds`
+    interleaved rounds of `--seconds` each (which of the two goes first alternates), into the
+    same tables. Ratio = the median of the rounds' store/raw ratios.
+(b) the relay alone draining a backlog of `--events` events: the events are appended with no
+    relay running, the worker's queue is declared (nobody consumes it), then `assessments relay`
+    starts as a process. Messages per second from the first outbox row it deleted to an empty
+    outbox (the rows still there at the first deletion, over that time); its CPU per message.
+(c) the worker alone applying those messages, waiting in its queue: `assessments worker` starts
+    as a process; events per second from the moment it consumes the queue (the queue's
+    consumer count) to an empty `projection_pending`, over the events pending at that moment;
+    its CPU per event. The pending rows are dated now before it starts: the backlog was
+    appended minutes earlier, and the sweep (for lost messages: events pending over 5 s)
+    would otherwise re-read streams whose messages wait in the queue.
+(d) the same as (b) and (c) with 2 and 4 worker processes on the queue, each on a fresh backlog
+    (a copy of the same filled database), so (b) is measured three times. The time counts from
+    the moment all of them consume (a process takes a second or two to start, and the first
+    applies events meanwhile), over the events still pending then.
+(e) the limits, over the relay's messages (same bodies, properties, exchange type and routing
+    keys, persistent, into a durable queue bound like the worker's): publish without confirms,
+    timed until the queue holds all of them, once with a BlockingChannel (a write per message)
+    and once as the relay writes (`CoalescingConnection`, a batch per write); the better is the
+    relay's limit. Then a consume pass over them (basic_consume, prefetch 500 like the worker,
+    manual acks with `multiple` every 250 messages), from the first delivery to the last.
+
+At the end it prints the ratios relay/bare publish and worker/bare consume, and each target of
+the issue (worker >= 8,000 events/s, relay >= 7,000 msgs/s, append >= 0.85x raw at 1 thread and
+>= 0.75x at 8 threads) as met or not met. Needs rabbitmqctl on this machine (the vhost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pika
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cli import bootstrap  # noqa: E402
+from events import aggregate, codec, messages  # noqa: E402
+from events.model import AssessmentDetails, Metadata, StoredEvent, utcnow, uuid7  # noqa: E402
+from events.rabbitmq.broker import ensure_topology  # noqa: E402
+from events.rabbitmq.connection import CoalescingConnection, message_properties  # noqa: E402
+from events.runtime.settings import Settings  # noqa: E402
+from events.sql import tenancy  # noqa: E402
+from events.sql.engine import make_engine  # noqa: E402
+
+SERVER = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/postgres")
+BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/%2F")
+DETAILS = AssessmentDetails(title="Backend take-home", role="Senior Backend Engineer", task_brief="Build it.")
+TICKS = os.sysconf("SC_CLK_TCK")
+POLL_SECONDS = 0.01
+TIMEOUT_SECONDS = 900
+FILL_THREADS = 4
+PREFETCH = 500
+WORKER_COUNTS = (1, 2, 4)
+RELAY_BATCH = Settings().relay_batch_size
+
+TARGET_WORKER = 8000  # events/s
+TARGET_RELAY = 7000  # msgs/s
+TARGET_APPEND = {1: 0.85, 8: 0.75}  # store / raw
+
+#: What one append writes (see `events.sql.store._APPEND_SQL`), as plain INSERTs of parameters.
+RAW_APPEND_SQL = """
+    WITH new AS (
+        INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata)
+        VALUES (%(event_id)s, %(stream_id)s, 1, %(type)s, %(schema_version)s,
+                CAST(%(data)s AS jsonb), CAST(%(metadata)s AS jsonb))
+        RETURNING position
+    ), outboxed AS (
+        INSERT INTO outbox (position) SELECT position FROM new
+    )
+    INSERT INTO projection_pending (position, org_id, stream_id)
+    SELECT position, %(org_id)s, %(stream_id)s FROM new
+    """
+#: A message as the relay publishes it: routing key, body, properties.
+Message = tuple[str, bytes, pika.BasicProperties]
+STORED_SQL = (
+    "SELECT position, event_id, stream_id, stream_version, type, schema_version, data, metadata, "
+    "recorded_at FROM events ORDER BY position"
+)
+
+
+# --- the run's own database and vhost -----------------------------------------------------
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def database_url(name: str) -> str:
+    return SERVER.rsplit("/", 1)[0] + f"/{name}"
+
+
+def admin(sql: str) -> None:
+    with psycopg.connect(libpq(SERVER), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def drop_database(name: str) -> None:
+    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def rabbitmqctl(*args: str) -> None:
+    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {(done.stderr or done.stdout).strip()}")
+
+
+@dataclass
+class Run:
+    """Names of the run's own: databases, a vhost, the exchange and queues in it."""
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    databases: list[str] = field(default_factory=list)
+    logs: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-pipeline-")))
+
+    @property
+    def vhost(self) -> str:
+        return f"bench-pipeline-{self.run_id}"
+
+    @property
+    def broker_url(self) -> str:
+        return BROKER.rsplit("/", 1)[0] + f"/{self.vhost}"
+
+    @property
+    def exchange(self) -> str:
+        return f"bench-{self.run_id}.events"
+
+    @property
+    def queue(self) -> str:
+        return f"bench-{self.run_id}.worker"
+
+    def database(self, role: str, template: str | None = None) -> str:
+        """A new database of the run's (a copy of `template`, if given); returns its URL."""
+        name = f"assessments_bench_pipeline_{self.run_id}_{role}"
+        admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        self.databases.append(name)
+        return database_url(name)
+
+    def env(self, url: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "ASSESSMENTS_DATABASE_URL": url,
+            "ASSESSMENTS_BROKER_URL": self.broker_url,
+            "ASSESSMENTS_EXCHANGE": self.exchange,
+            "ASSESSMENTS_WORKER_QUEUE": self.queue,
+            "ASSESSMENTS_WORKER_PREFETCH": str(PREFETCH),
+            "ASSESSMENTS_LOG_LEVEL": "WARNING",
+        }
+
+
+@contextlib.contextmanager
+def own_run() -> Iterator[Run]:
+    run = Run()
+    rabbitmqctl("add_vhost", run.vhost)
+    user = pika.URLParameters(BROKER).credentials.username
+    try:
+        rabbitmqctl("set_permissions", "-p", run.vhost, user, ".*", ".*", ".*")
+        yield run
+        shutil.rmtree(run.logs, ignore_errors=True)  # kept after a failure, for its processes' logs
+    finally:
+        for name in run.databases:
+            with contextlib.suppress(Exception):
+                drop_database(name)
+        with contextlib.suppress(Exception):
+            rabbitmqctl("delete_vhost", run.vhost)
+
+
+def checkpoint(url: str) -> None:
+    """Each timed pass starts with the WAL flushed, so it does not pay for an earlier one's."""
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class Processes:
+    """`python -m cli <command>` children; their stderr goes to the run's log folder."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.children: list[subprocess.Popen] = []
+
+    def start(self, command: str) -> subprocess.Popen:
+        log = (self.logs / f"{command}-{len(self.children)}.log").open("ab")
+        child = subprocess.Popen(
+            [sys.executable, "-m", "cli", command], cwd=ROOT, env=self.env, stdout=log, stderr=log
+        )
+        self.children.append(child)
+        return child
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(child.pid) for child in self.children)
+
+    def check(self) -> None:
+        for child in self.children:
+            if child.poll() is not None:
+                raise RuntimeError(f"{child.args} exited with {child.returncode}; logs in {self.logs}")
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.send_signal(signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        self.children.clear()
+
+
+def wait_for(condition: Callable[[], bool], processes: Processes | None, what: str) -> float:
+    """Polls `condition` every POLL_SECONDS; returns the time it first held."""
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while not condition():
+        if processes is not None:
+            processes.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(POLL_SECONDS)
+    return time.perf_counter()
+
+
+# --- (a) appends: the store against raw psycopg ------------------------------------------------
+
+
+class StoreAppender:
+    """One created assessment per append, through the store on the API's engine."""
+
+    def __init__(self, url: str, org_id: str) -> None:
+        self.engine = bootstrap.api_engine(Settings(database_url=url))
+        self.store = bootstrap.event_store(self.engine)
+        self.org_id = org_id
+        self.metadata = Metadata(org_id=org_id, actor="bench")
+
+    def thread_callable(self) -> Callable[[], None]:
+        def append() -> None:
+            state = aggregate.Assessment(id=uuid7())
+            events = aggregate.create(state, self.org_id, DETAILS, utcnow())
+            self.store.append(state.id, 0, events, self.metadata)
+
+        return append
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class RawAppender:
+    """The same rows by one prepared INSERT statement on a psycopg connection per thread."""
+
+    def __init__(self, url: str, org_id: str) -> None:
+        self.url, self.org_id = url, org_id
+        sample = aggregate.create(aggregate.Assessment(id=uuid7()), org_id, DETAILS, utcnow())[0]
+        self.data = json.dumps(codec.encode(sample))
+        self.type, self.schema_version = sample.type_name, sample.schema_version
+        self.metadata = json.dumps(Metadata(org_id=org_id, actor="bench").as_dict())
+        self.connections: list[psycopg.Connection] = []
+
+    def thread_callable(self) -> Callable[[], None]:
+        conn = psycopg.connect(libpq(self.url), autocommit=True)
+        self.connections.append(conn)
+
+        def append() -> None:
+            params = {
+                "event_id": uuid.uuid4(),
+                "stream_id": uuid.uuid4(),
+                "type": self.type,
+                "schema_version": self.schema_version,
+                "data": self.data,
+                "metadata": self.metadata,
+                "org_id": self.org_id,
+            }
+            conn.execute(RAW_APPEND_SQL, params, prepare=True)
+
+        return append
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
+
+
+def append_rate(calls: list[Callable[[], None]], seconds: float) -> float:
+    """Appends per second of len(calls) threads, each calling its own callable flat out."""
+    counts = [0] * len(calls)
+    start = threading.Barrier(len(calls) + 1)
+    deadline = 0.0
+
+    def loop(index: int) -> None:
+        start.wait()
+        call, done = calls[index], 0
+        while time.perf_counter() < deadline:
+            call()
+            done += 1
+        counts[index] = done
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def append_rounds(url: str, org_id: str, threads: int, args: argparse.Namespace) -> list[float]:
+    """Interleaved rounds of the store and raw; returns the rounds' store/raw ratios."""
+    store, raw = StoreAppender(url, org_id), RawAppender(url, org_id)
+    contenders = {
+        "store": [store.thread_callable() for _ in range(threads)],
+        "raw": [raw.thread_callable() for _ in range(threads)],
+    }
+    try:
+        for calls in contenders.values():  # warm-up: pools filled, statements prepared
+            append_rate(calls, 1.0)
+        ratios = []
+        for round_number in range(1, args.rounds + 1):
+            order = ("store", "raw") if round_number % 2 else ("raw", "store")
+            rates = {name: append_rate(contenders[name], args.seconds) for name in order}
+            ratios.append(rates["store"] / rates["raw"])
+            print(
+                f"  {threads} thread(s), round {round_number}: store {rates['store']:,.0f}/s, "
+                f"raw {rates['raw']:,.0f}/s = {ratios[-1]:.2f}x",
+                flush=True,
+            )
+        return ratios
+    finally:
+        store.close()
+        raw.close()
+
+
+def bench_appends(run: Run, args: argparse.Namespace) -> dict[int, float]:
+    """(a): the median store/raw ratio for 1 and 8 threads."""
+    print("(a) appends: store vs raw psycopg INSERT of the same rows", flush=True)
+    url = run.database("append")
+    from cli.migrate import upgrade
+
+    upgrade(url)
+    org_id = organisation(url)
+    medians = {}
+    for threads in (1, 8):
+        checkpoint(url)
+        ratios = append_rounds(url, org_id, threads, args)
+        medians[threads] = statistics.median(ratios)
+        print(
+            f"  {threads} thread(s): store/raw median {medians[threads]:.2f}x "
+            f"(range {min(ratios):.2f}-{max(ratios):.2f}x)",
+            flush=True,
+        )
+    return medians
+
+
+def organisation(url: str) -> str:
+    engine = make_engine(url, pool_size=1)
+    try:
+        return tenancy.create_organisation(engine, "Bench").org_id
+    finally:
+        engine.dispose()
+
+
+# --- the backlog --------------------------------------------------------------------------------
+
+
+def fill_backlog(run: Run, events: int) -> str:
+    """A database holding `events` appended creates, none published or projected; returns its
+    name, to copy for each pass."""
+    url = run.database("backlog")
+    from cli.migrate import upgrade
+
+    upgrade(url)
+    store = StoreAppender(url, organisation(url))
+    started = time.perf_counter()
+    share, rest = divmod(events, FILL_THREADS)
+
+    def fill(count: int) -> None:
+        append = store.thread_callable()
+        for _ in range(count):
+            append()
+
+    threads = [threading.Thread(target=fill, args=(share + (n < rest),)) for n in range(FILL_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store.close()
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    print(f"backlog: {events:,} events appended in {time.perf_counter() - started:.1f}s (set-up)", flush=True)
+    return run.databases[-1]
+
+
+class Probe:
+    """Cheap polls of the outbox, the pending projection work and the worker's queue."""
+
+    def __init__(self, url: str, run: Run) -> None:
+        self.db = psycopg.connect(libpq(url), autocommit=True)
+        self.broker = pika.BlockingConnection(pika.URLParameters(run.broker_url))
+        self.channel = self.broker.channel()
+        self.queue = run.queue
+
+    def scalar(self, sql: str):
+        return self.db.execute(sql, prepare=True).fetchone()[0]
+
+    def outbox_head(self) -> int | None:
+        return self.scalar("SELECT min(position) FROM outbox")
+
+    def ready(self) -> int:
+        return self.channel.queue_declare(self.queue, passive=True).method.message_count
+
+    def consumers(self) -> int:
+        return self.channel.queue_declare(self.queue, passive=True).method.consumer_count
+
+    def close(self) -> None:
+        self.db.close()
+        self.broker.close()
+
+
+@dataclass
+class Pass:
+    count: int
+    seconds: float
+    cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def describe(self, unit: str, cpu_of: str) -> str:
+        return (
+            f"{self.count:,} in {self.seconds:.2f}s = {self.rate:,.0f} {unit}/s; "
+            f"{cpu_of} CPU {self.cpu * 1e6 / self.count:.0f} us per message"
+        )
+
+
+def relay_pass(processes: Processes, probe: Probe, events: int) -> Pass:
+    """(b): from the first outbox row the relay deleted to an empty outbox."""
+    head = probe.outbox_head()
+    processes.start("relay")
+    started = wait_for(lambda: probe.outbox_head() != head, processes, "the relay's first delete")
+    cpu_before = processes.cpu()
+    remaining = probe.scalar("SELECT count(*) FROM outbox")
+    ended = wait_for(lambda: probe.outbox_head() is None, processes, "an empty outbox")
+    cpu = processes.cpu() - cpu_before
+    if probe.ready() != events:
+        print(f"  warning: the queue holds {probe.ready():,} messages, not {events:,}", flush=True)
+    return Pass(remaining, ended - started, cpu)
+
+
+def worker_pass(processes: Processes, probe: Probe, workers: int) -> Pass:
+    """(c), (d): from the moment all `workers` consume the queue to nothing pending, over the
+    events still pending then. A worker process takes a second or two to start, and the first
+    one applies events meanwhile: counting from its first delivery would measure the others'
+    start-up, not 2 or 4 workers."""
+    for _ in range(workers):
+        processes.start("worker")
+    started = wait_for(lambda: probe.consumers() >= workers, processes, "every worker consuming")
+    cpu_before = processes.cpu()
+    remaining = probe.scalar("SELECT count(*) FROM projection_pending")
+    ended = wait_for(
+        lambda: not probe.scalar("SELECT EXISTS (SELECT FROM projection_pending)"),
+        processes,
+        "nothing pending",
+    )
+    return Pass(remaining, ended - started, processes.cpu() - cpu_before)
+
+
+def bench_pipeline(run: Run, template: str, events: int, workers: int) -> tuple[Pass, Pass]:
+    """A fresh copy of the backlog: the relay drains it into the worker's queue, is stopped,
+    then `workers` workers apply it."""
+    url = run.database(f"w{workers}", template=template)
+    ensure_topology(run.broker_url, run.exchange, run.queue)  # before anything is published
+    checkpoint(url)
+    probe = Probe(url, run)
+    relay = Processes(run.env(url), run.logs)
+    consumers = Processes(run.env(url), run.logs)
+    try:
+        published = relay_pass(relay, probe, events)
+        relay.stop()
+        print(f"  (b) relay alone, backlog for {workers} worker(s): {published.describe('msgs', 'relay')}")
+        # The backlog was appended minutes ago: the workers' sweep (for messages lost, events
+        # pending over 5 s) would re-read streams whose messages wait in the queue.
+        probe.db.execute("UPDATE projection_pending SET recorded_at = now()")
+        checkpoint(url)
+        applied = worker_pass(consumers, probe, workers)
+        print(
+            f"  ({'c' if workers == 1 else 'd'}) {workers} worker(s) alone: "
+            f"{applied.describe('events', 'workers')}",
+            flush=True,
+        )
+    finally:
+        relay.stop()
+        consumers.stop()
+        probe.close()
+    with pika.BlockingConnection(pika.URLParameters(run.broker_url)) as connection:
+        connection.channel().queue_purge(run.queue)  # nothing should be left; never carried over
+    return published, applied
+
+
+# --- (e) the limits: bare pika -----------------------------------------------------------------
+
+
+def relay_messages(template: str) -> list[Message]:
+    """The relay's messages for the backlog: routing key, body, properties."""
+    with psycopg.connect(libpq(database_url(template))) as conn:
+        rows = conn.execute(STORED_SQL).fetchall()
+    stored = [StoredEvent(*row) for row in rows]
+    return [
+        (messages.routing_key(s.type_name), messages.encode_stored(s), message_properties(s)) for s in stored
+    ]
+
+
+def bare_topology(run: Run, queue: str) -> str:
+    """A topic exchange and a durable queue bound to everything, like the worker's; returns
+    the exchange."""
+    exchange = f"{run.exchange}.bare"
+    with pika.BlockingConnection(pika.URLParameters(run.broker_url)) as connection:
+        channel = connection.channel()
+        channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+        channel.queue_declare(queue, durable=True)
+        channel.queue_bind(queue, exchange, routing_key="#")
+        channel.queue_purge(queue)
+    return exchange
+
+
+def until_enqueued(run: Run, queue: str, count: int) -> float:
+    with pika.BlockingConnection(pika.URLParameters(run.broker_url)) as connection:
+        channel = connection.channel()
+        return wait_for(
+            lambda: channel.queue_declare(queue, passive=True).method.message_count >= count,
+            None,
+            "the bare queue to fill",
+        )
+
+
+def bare_publish_blocking(run: Run, queue: str, batch: list[Message]) -> float:
+    """Messages per second, one BlockingChannel.basic_publish (one write) per message, without
+    confirms, until the queue holds all of them."""
+    exchange = bare_topology(run, queue)
+    with pika.BlockingConnection(pika.URLParameters(run.broker_url)) as connection:
+        channel = connection.channel()
+        started = time.perf_counter()
+        for routing_key, body, properties in batch:
+            channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+        ended = until_enqueued(run, queue, len(batch))
+    return len(batch) / (ended - started)
+
+
+def bare_publish_batched(run: Run, queue: str, batch: list[Message]) -> float:
+    """Messages per second as the relay sends them (`CoalescingConnection`, a batch of
+    RELAY_BATCH publishes in one write) but without confirms or a database, until the queue
+    holds all of them."""
+    exchange = bare_topology(run, queue)
+    started: list[float] = []
+
+    def send(channel, offset: int) -> None:
+        with connection.coalesced():
+            for routing_key, body, properties in batch[offset : offset + RELAY_BATCH]:
+                channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+        if offset + RELAY_BATCH < len(batch):
+            connection.ioloop.call_later(0, lambda: send(channel, offset + RELAY_BATCH))
+
+    def on_channel(channel) -> None:
+        started.append(time.perf_counter())
+        send(channel, 0)
+
+    connection = CoalescingConnection(
+        pika.URLParameters(run.broker_url),
+        on_open_callback=lambda conn: conn.channel(on_open_callback=on_channel),
+        on_close_callback=lambda conn, _error: conn.ioloop.stop(),
+    )
+    loop = threading.Thread(target=connection.ioloop.start)
+    loop.start()
+    try:
+        ended = until_enqueued(run, queue, len(batch))
+    finally:
+        connection.ioloop.add_callback_threadsafe(connection.close)
+        loop.join(30)
+    return len(batch) / (ended - started[0])
+
+
+def bare_consume(run: Run, queue: str, count: int) -> float:
+    """Messages per second consumed with prefetch and multiple acks, first delivery to last."""
+    with pika.BlockingConnection(pika.URLParameters(run.broker_url)) as connection:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=PREFETCH)
+        seen = {"count": 0, "first": 0.0, "last": 0.0}
+
+        def on_message(channel, method, _properties, _body) -> None:
+            seen["count"] += 1
+            if seen["count"] == 1:
+                seen["first"] = time.perf_counter()
+            if seen["count"] % (PREFETCH // 2) == 0 or seen["count"] == count:
+                channel.basic_ack(method.delivery_tag, multiple=True)
+            if seen["count"] == count:
+                seen["last"] = time.perf_counter()
+                channel.stop_consuming()
+
+        channel.basic_consume(queue, on_message)
+        channel.start_consuming()
+        channel.queue_delete(queue)
+    return count / (seen["last"] - seen["first"])
+
+
+def bench_bare(run: Run, template: str) -> tuple[float, float]:
+    """(e): the better of two publish passes (the limit for the relay), then a consume pass."""
+    batch = relay_messages(template)
+    size = statistics.mean(len(body) for _, body, _ in batch)
+    print(f"  (e) bare pika over the relay's {len(batch):,} messages (mean body {size:.0f} bytes):")
+    queue = f"{run.queue}.bare"
+    blocking = bare_publish_blocking(run, queue, batch)
+    print(f"      publish without confirms, one write per message: {blocking:,.0f} msgs/s", flush=True)
+    batched = bare_publish_batched(run, queue, batch)
+    print(
+        f"      publish without confirms, {RELAY_BATCH} per write like the relay: {batched:,.0f} msgs/s",
+        flush=True,
+    )
+    consume = bare_consume(run, queue, len(batch))
+    print(f"      consume, prefetch {PREFETCH}, multiple acks: {consume:,.0f} msgs/s", flush=True)
+    return max(blocking, batched), consume
+
+
+# --- summary --------------------------------------------------------------------------------
+
+
+def verdict(value: float, target: float) -> str:
+    return "met" if value >= target else "not met"
+
+
+def summary(
+    appends: dict[int, float], passes: dict[int, tuple[Pass, Pass]], bare: tuple[float, float]
+) -> None:
+    publish, consume = bare
+    relay = statistics.median(published.rate for published, _ in passes.values())
+    print("\nsummary")
+    print(
+        f"  relay: median {relay:,.0f} msgs/s of {len(passes)} passes "
+        f"= {relay / publish:.2f}x the better bare publish ({publish:,.0f}/s); "
+        f"target >= {TARGET_RELAY:,}/s: {verdict(relay, TARGET_RELAY)}"
+    )
+    for workers, (_, applied) in passes.items():
+        print(
+            f"  {workers} worker(s): {applied.rate:,.0f} events/s = {applied.rate / consume:.2f}x "
+            f"the bare consume ({consume:,.0f}/s); target >= {TARGET_WORKER:,}/s: "
+            f"{verdict(applied.rate, TARGET_WORKER)}"
+        )
+    for threads, ratio in appends.items():
+        target = TARGET_APPEND[threads]
+        print(
+            f"  append, {threads} thread(s): {ratio:.2f}x raw; target >= {target:.2f}x: "
+            f"{verdict(ratio, target)}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=20_000, help="the backlog's size, (b) to (e)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of (a)")
+    parser.add_argument("--seconds", type=float, default=3, help="each contender's time per round of (a)")
+    args = parser.parse_args()
+    with own_run() as run:
+        appends = bench_appends(run, args)
+        template = fill_backlog(run, args.events)
+        passes = {}
+        for workers in WORKER_COUNTS:
+            passes[workers] = bench_pipeline(run, template, args.events, workers)
+        bare = bench_bare(run, template)
+        summary(appends, passes, bare)
+
+
+if __name__ == "__main__":
+    main()

@@ -120,7 +120,11 @@ def _is_unconnected_socket(error: BaseException) -> bool:
 
 
 def _user_and_vhost(broker_url: str) -> tuple[str, str]:
-    parts = urlsplit(broker_urls(broker_url)[0] if broker_url else "")
+    try:
+        first = broker_urls(broker_url)[0]  # the user and vhost are every node's
+    except ValueError:
+        first = broker_url
+    parts = urlsplit(first)
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
     return unquote(parts.username or "guest"), vhost
 

@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import services
 from events.runtime import metrics
+from events.runtime.settings import broker_urls
 from events.sql import invitations
 from events.sql.dialect import dialect_of
 from events.sql.tables import outbox_table, projection_pending_table
@@ -111,14 +112,18 @@ def probe_broker(broker_url: str) -> Check:
     if parts.scheme not in AMQP_PORTS:
         return {"status": "skipped", "reason": f"no network broker ({parts.scheme}://)"}
     started = time.perf_counter()
-    try:
-        with socket.create_connection(
-            (parts.hostname or "localhost", parts.port or AMQP_PORTS[parts.scheme]), BROKER_TIMEOUT_SECONDS
-        ):
-            pass
-    except OSError as error:
-        return {"status": "failing", "error": type(error).__name__}
-    return {"status": "ok", "latencyMs": _ms_since(started)}
+    failure: OSError | None = None
+    for node in broker_urls(broker_url):  # a cluster's nodes: one that answers is enough
+        address = urlsplit(node)
+        try:
+            with socket.create_connection(
+                (address.hostname or "localhost", address.port or AMQP_PORTS[address.scheme]),
+                BROKER_TIMEOUT_SECONDS,
+            ):
+                return {"status": "ok", "latencyMs": _ms_since(started)}
+        except OSError as error:
+            failure = error
+    return {"status": "failing", "error": type(failure).__name__}
 
 
 def _database(engine: Engine) -> tuple[Check, dict[str, Any]]:

@@ -177,6 +177,7 @@ def relay(
         "batch_size": settings.relay_batch_size,
         "linger_seconds": settings.relay_linger_ms / 1000,
         "batch_interval_seconds": settings.relay_batch_interval_ms / 1000,
+        "queue_type": settings.queue_type,
     }
     return Relay(
         dialect_of(engine).outbox(engine),
@@ -210,7 +211,11 @@ def worker(
         engine = engine or worker_engine(settings)
         handler = event_handler(engine)
         handler.chores.append(auth_limiter(settings, engine).purge)
-    tuning = {"prefetch": settings.worker_prefetch, "linger_seconds": settings.worker_linger_ms / 1000}
+    tuning = {
+        "prefetch": settings.worker_prefetch,
+        "linger_seconds": settings.worker_linger_ms / 1000,
+        "queue_type": settings.queue_type,
+    }
     return Worker(
         handler,
         broker_url or settings.broker_url,
@@ -302,7 +307,7 @@ def dispatcher(
         settings.exchange,
         settings.webhooks_queue,
         policy,
-        **options,
+        **{"queue_type": settings.queue_type, **options},
     )
 
 
@@ -318,7 +323,11 @@ def notifier(
 
     mailer = mailer or invitation_mailer(settings, engine or notifier_engine(settings))
     return Notifier(
-        mailer, broker_url or settings.broker_url, settings.exchange, settings.notifier_queue, **options
+        mailer,
+        broker_url or settings.broker_url,
+        settings.exchange,
+        settings.notifier_queue,
+        **{"queue_type": settings.queue_type, **options},
     )
 
 

@@ -73,7 +73,10 @@ class Cli(click.Group):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Event-sourced assessments service. Configured by ASSESSMENTS_* environment variables."""
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        raise Misconfigured(str(error)) from None
     configure_logging(settings.log_level, ctx.invoked_subcommand)
     ctx.obj = settings
 

@@ -49,11 +49,13 @@ class Worker:
         prefetch: int = 500,
         attempts: int = 3,
         linger_seconds: float = 0.005,
+        queue_type: str = "quorum",
     ) -> None:
         self.handler = handler
         self.broker_url = broker_url
         self.exchange = exchange
         self.queue = queue
+        self.queue_type = queue_type
         self.dead_letter_queue = f"{queue}.dead"
         self.prefetch = prefetch
         self.attempts = attempts
@@ -95,7 +97,7 @@ class Worker:
         self._buffer.clear()
         try:
             channel = connection.channel()
-            declare_topology(channel, self.exchange, self.queue)
+            declare_topology(channel, self.exchange, self.queue, self.queue_type)
             channel.confirm_delivery()  # dead-lettering is a publish; it must not be lost
             channel.basic_qos(prefetch_count=self.prefetch)
             channel.basic_consume(self.queue, on_message_callback=self._on_message)

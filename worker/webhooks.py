@@ -218,6 +218,7 @@ class Dispatcher:
         policy: Policy = Policy(),
         prefetch: int = 100,
         clock: Callable[[], datetime] = utcnow,
+        queue_type: str = "quorum",
     ) -> None:
         self.service = service
         self.webhooks = webhooks
@@ -226,6 +227,7 @@ class Dispatcher:
         self.broker_url = broker_url
         self.exchange = exchange
         self.queue = queue
+        self.queue_type = queue_type
         self.dead_letter_queue = f"{queue}.dead"
         self.policy = policy
         self.prefetch = prefetch
@@ -283,7 +285,9 @@ class Dispatcher:
         self._buffer.clear()
         try:
             channel = connection.channel()
-            declare_topology(channel, self.exchange, self.queue)
+            declare_topology(
+                channel, self.exchange, self.queue, self.queue_type, "ASSESSMENTS_WEBHOOKS_QUEUE"
+            )
             channel.confirm_delivery()
             channel.basic_qos(prefetch_count=self.prefetch)
             channel.basic_consume(self.queue, on_message_callback=self._on_message)

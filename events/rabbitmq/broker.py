@@ -26,6 +26,8 @@ from pika.exceptions import (
     ProbableAuthenticationError,
 )
 
+from events.runtime.settings import broker_urls
+
 ACCESS_REFUSED = 403
 PRECONDITION_FAILED = 406
 
@@ -34,13 +36,34 @@ class BrokerMisconfigured(Exception):
     """The broker refused this process for a reason only a change of settings can cure."""
 
 
-def connection_parameters(broker_url: str) -> pika.URLParameters:
-    params = pika.URLParameters(broker_url)
+QUEUE_TYPES = ("quorum", "classic")
+
+
+def connection_parameters(broker_url: str) -> list[pika.URLParameters]:
+    """One set of parameters per node of `ASSESSMENTS_BROKER_URL` (a comma-separated list,
+    see `broker_urls`), in the order given. `pika.BlockingConnection` tries them in turn; the
+    relay's asynchronous connection takes one, and moves to the next after a failure."""
+    return [_parameters(url) for url in broker_urls(broker_url)]
+
+
+def _parameters(url: str) -> pika.URLParameters:
+    params = pika.URLParameters(url)
     params.heartbeat = 30
     params.blocked_connection_timeout = 60
     params.connection_attempts = 1
     params.socket_timeout = 5
     return params
+
+
+def queue_arguments(queue_type: str) -> dict[str, str]:
+    """What every queue the service declares carries for its type. A classic queue carries
+    no `x-queue-type` at all, exactly as before quorum queues were the default, so that an
+    existing classic queue is redeclared without a clash."""
+    if queue_type not in QUEUE_TYPES:
+        raise BrokerMisconfigured(
+            f"ASSESSMENTS_QUEUE_TYPE: {queue_type!r} is not a queue type (quorum or classic)"
+        )
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
 
 
 def is_recoverable(error: BaseException) -> bool:
@@ -97,69 +120,90 @@ def _is_unconnected_socket(error: BaseException) -> bool:
 
 
 def _user_and_vhost(broker_url: str) -> tuple[str, str]:
-    parts = urlsplit(broker_url)
+    try:
+        first = broker_urls(broker_url)[0]  # the user and vhost are every node's
+    except ValueError:
+        first = broker_url
+    parts = urlsplit(first)
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
     return unquote(parts.username or "guest"), vhost
 
 
-def declare_topology(channel: BlockingChannel, exchange: str, worker_queue: str) -> None:
+def declare_topology(
+    channel: BlockingChannel,
+    exchange: str,
+    worker_queue: str,
+    queue_type: str = "quorum",
+    setting: str = "ASSESSMENTS_WORKER_QUEUE",
+) -> None:
     """The durable topic exchange, the worker's durable queue bound to every event, and its
-    dead-letter queue for messages the worker gives up on."""
-    dead_letters = f"{worker_queue}.dead"
-    with _declaring("ASSESSMENTS_EXCHANGE", exchange):
-        channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
-    with _declaring("ASSESSMENTS_WORKER_QUEUE", dead_letters):
-        channel.queue_declare(queue=dead_letters, durable=True)
-    with _declaring("ASSESSMENTS_WORKER_QUEUE", worker_queue):
+    dead-letter queue for messages the worker gives up on (the webhooks dispatcher declares
+    its own queue the same way, naming its own `setting`)."""
+    declare_consumer_queue(channel, exchange, worker_queue, ["#"], setting, queue_type)
+
+
+def _declare_queue(
+    channel: BlockingChannel, queue: str, setting: str, queue_type: str, arguments: dict | None = None
+) -> None:
+    with _declaring(setting, queue, queue_type):
         channel.queue_declare(
-            queue=worker_queue,
-            durable=True,
-            arguments={
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": dead_letters,
-            },
+            queue=queue, durable=True, arguments={**queue_arguments(queue_type), **(arguments or {})}
         )
-    channel.queue_bind(queue=worker_queue, exchange=exchange, routing_key="#")
 
 
 @contextlib.contextmanager
-def _declaring(setting: str, name: str) -> Iterator[None]:
+def _declaring(setting: str, name: str, queue_type: str | None = None) -> Iterator[None]:
     """A declaration the broker refuses because the name exists with other properties is a
-    clash of configuration, not an outage."""
+    clash of configuration, not an outage. The likeliest clash after an upgrade: a classic
+    queue of this name from before quorum queues were the default (or the other way round)."""
     try:
         yield
     except ChannelClosedByBroker as error:
         if error.reply_code != PRECONDITION_FAILED:
             raise
-        clash = f"{setting}: {name!r} exists with other properties: {error.reply_text}"
+        if queue_type is not None and "x-queue-type" in (error.reply_text or ""):
+            other = "classic" if queue_type == "quorum" else "quorum"
+            clash = (
+                f"{setting}: queue {name!r} exists as a {other} queue but ASSESSMENTS_QUEUE_TYPE is "
+                f"{queue_type!r}: delete the queue (or drain it and let the service recreate it) or set "
+                f"ASSESSMENTS_QUEUE_TYPE={other} (see the README, Upgrading): {error.reply_text}"
+            )
+        else:
+            clash = f"{setting}: {name!r} exists with other properties: {error.reply_text}"
         raise BrokerMisconfigured(clash) from error
 
 
-def ensure_topology(broker_url: str, exchange: str, worker_queue: str) -> None:
+def ensure_topology(broker_url: str, exchange: str, worker_queue: str, queue_type: str = "quorum") -> None:
     connection = pika.BlockingConnection(connection_parameters(broker_url))
     try:
-        declare_topology(connection.channel(), exchange, worker_queue)
+        declare_topology(connection.channel(), exchange, worker_queue, queue_type)
     finally:
         if connection.is_open:
             connection.close()
 
 
 def declare_consumer_queue(
-    channel: BlockingChannel, exchange: str, queue: str, routing_keys: list[str], setting: str
+    channel: BlockingChannel,
+    exchange: str,
+    queue: str,
+    routing_keys: list[str],
+    setting: str,
+    queue_type: str = "quorum",
 ) -> None:
-    """A downstream consumer's own topology (the notifier's): the exchange, the consumer's
-    durable queue bound to the routing keys it needs, and its dead-letter queue `<queue>.dead`.
-    `setting` names the variable to fix when a name exists with other properties."""
+    """A consumer's own topology: the exchange, the consumer's durable queue bound to the
+    routing keys it needs, and its dead-letter queue `<queue>.dead`, both of `queue_type`
+    (`ASSESSMENTS_QUEUE_TYPE`). `setting` names the variable to fix when a name exists with
+    other properties."""
     dead_letters = f"{queue}.dead"
     with _declaring("ASSESSMENTS_EXCHANGE", exchange):
         channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
-    with _declaring(setting, dead_letters):
-        channel.queue_declare(queue=dead_letters, durable=True)
-    with _declaring(setting, queue):
-        channel.queue_declare(
-            queue=queue,
-            durable=True,
-            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letters},
-        )
+    _declare_queue(channel, dead_letters, setting, queue_type)
+    _declare_queue(
+        channel,
+        queue,
+        setting,
+        queue_type,
+        {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letters},
+    )
     for routing_key in routing_keys:
         channel.queue_bind(queue=queue, exchange=exchange, routing_key=routing_key)

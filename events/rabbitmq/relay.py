@@ -49,11 +49,16 @@ class Relay:
         poll_seconds: float = 1.0,
         linger_seconds: float = 0.002,
         batch_interval_seconds: float = 0.015,
+        queue_type: str = "quorum",
     ) -> None:
         self.outbox = outbox
         self.broker_url = broker_url
         self.exchange = exchange
         self.worker_queue = worker_queue
+        self.queue_type = queue_type
+        #: Which node of the broker URL's list the next session connects to: the same one as
+        #: long as it serves, the next one after a session that failed (a node down).
+        self._node = 0
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.linger_seconds = linger_seconds
@@ -77,8 +82,11 @@ class Relay:
     def _session(self, on_ready: Callable[[], None] | None) -> None:
         try:
             self._acquire_leadership()
-            ensure_topology(self.broker_url, self.exchange, self.worker_queue)
+            ensure_topology(self.broker_url, self.exchange, self.worker_queue, self.queue_type)
             self._serve(on_ready)
+        except Exception:
+            self._node += 1  # a failover: the next session tries the next node first
+            raise
         finally:
             self._release()
 
@@ -101,8 +109,9 @@ class Relay:
             return
         self._failure = None
         self._on_ready = on_ready
+        nodes = connection_parameters(self.broker_url)
         self._connection = CoalescingConnection(
-            connection_parameters(self.broker_url),
+            nodes[self._node % len(nodes)],
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_connection_error,
             on_close_callback=self._on_connection_error,

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://root@127.0.0.1:5432/assessments"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -20,6 +21,9 @@ class Settings:
     api_workers: int = 2
     exchange: str = "assessments.events"
     worker_queue: str = "assessments.worker"
+    #: The type of every queue the service declares (the worker's, the notifier's, the webhooks
+    #: dispatcher's and their dead-letter queues): `quorum` (replicated on a cluster) or `classic`.
+    queue_type: str = "quorum"
     #: How long a read waits for the worker to apply the caller's own writes.
     read_wait_seconds: float = 1.0
     worker_prefetch: int = 500
@@ -96,6 +100,7 @@ class Settings:
             "api_workers": _int(env.get("ASSESSMENTS_API_WORKERS")),
             "exchange": env.get("ASSESSMENTS_EXCHANGE"),
             "worker_queue": env.get("ASSESSMENTS_WORKER_QUEUE"),
+            "queue_type": _queue_type(env.get("ASSESSMENTS_QUEUE_TYPE")),
             "read_wait_seconds": _float(env.get("ASSESSMENTS_READ_WAIT_SECONDS")),
             "worker_prefetch": _int(env.get("ASSESSMENTS_WORKER_PREFETCH")),
             "relay_batch_size": _int(env.get("ASSESSMENTS_RELAY_BATCH_SIZE")),
@@ -127,8 +132,44 @@ class Settings:
             "webhooks_rotation_grace_seconds": _float(env.get("ASSESSMENTS_WEBHOOKS_ROTATION_GRACE_SECONDS")),
             "webhooks_poll_seconds": _float(env.get("ASSESSMENTS_WEBHOOKS_POLL_SECONDS")),
         }
+        if read["broker_url"] and "," in read["broker_url"]:
+            broker_urls(read["broker_url"])  # a list that cannot be read fails here, not at connect
         settings = cls(**{key: value for key, value in read.items() if value is not None})
         return replace(settings, **overrides)
+
+
+def broker_urls(broker_url: str) -> list[str]:
+    """The nodes of `ASSESSMENTS_BROKER_URL`, in the order to try them: a comma-separated
+    list of AMQP URLs, where every item after the first may also be a bare `host[:port]`
+    that takes the scheme, the user and password, the virtual host and the options of the
+    first URL. So `amqp://u:p@rabbit1/%2F,rabbit2,rabbit3:5673` names three nodes of one
+    cluster. A comma inside a password must be percent-encoded (`%2C`)."""
+    items = [item.strip() for item in broker_url.split(",") if item.strip()]
+    if not items:
+        raise ValueError("ASSESSMENTS_BROKER_URL is empty")
+    first = urlsplit(items[0])
+    if not first.scheme or not first.netloc:
+        raise ValueError(f"ASSESSMENTS_BROKER_URL: the first item must be an amqp:// URL, not {items[0]!r}")
+    userinfo = first.netloc.rpartition("@")[0]
+    urls = [items[0]]
+    for item in items[1:]:
+        if "://" in item:
+            urls.append(item)
+            continue
+        if not item or any(c in item for c in "/?#@"):
+            raise ValueError(f"ASSESSMENTS_BROKER_URL: {item!r} is neither a URL nor a host[:port]")
+        netloc = f"{userinfo}@{item}" if userinfo else item
+        urls.append(urlunsplit(first._replace(netloc=netloc)))
+    return urls
+
+
+def _queue_type(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    lowered = value.strip().lower()
+    if lowered not in ("quorum", "classic"):
+        raise ValueError(f"ASSESSMENTS_QUEUE_TYPE: {value!r} is not a queue type (quorum or classic)")
+    return lowered
 
 
 def _int(value: str | None) -> int | None:

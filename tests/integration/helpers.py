@@ -248,6 +248,7 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         "ASSESSMENTS_BROKER_URL": settings.broker_url,
         "ASSESSMENTS_EXCHANGE": settings.exchange,
         "ASSESSMENTS_WORKER_QUEUE": settings.worker_queue,
+        "ASSESSMENTS_QUEUE_TYPE": settings.queue_type,
     }
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],

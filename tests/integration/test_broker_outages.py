@@ -3,12 +3,22 @@ line naming the setting, on one that cannot."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pika
 import pytest
 
-from events.rabbitmq.broker import is_recoverable, misconfiguration
+from events.rabbitmq.broker import (
+    connection_parameters,
+    declare_consumer_queue,
+    declare_topology,
+    ensure_topology,
+    is_recoverable,
+    misconfiguration,
+)
 from tests.integration.helpers import create, run_cli, wait_until_quiet
 from tests.support.proxy import Refusal, TcpProxy
-from tests.support.rabbitmq import close_all_connections, own_vhost, url_with_vhost
+from tests.support.rabbitmq import close_all_connections, own_vhost, rabbitmqctl, url_with_vhost
 from tests.support.wait import wait_for
 
 EX_CONFIG = 78
@@ -120,3 +130,67 @@ def test_a_handshake_cut_short_by_the_network_is_not_mistaken_for_wrong_credenti
     assert is_recoverable(vhost_down)
     no_vhost = ProbableAccessDeniedError("ConnectionClosedByBroker: (530) 'NOT_ALLOWED - vhost x not found'")
     assert not is_recoverable(no_vhost)
+
+
+# --- quorum queues, and the classic queues of an older deployment ---------------------------
+
+
+def queue_types(vhost: str, names: list[str]) -> dict[str, str]:
+    listed = rabbitmqctl("list_queues", "-q", "--no-table-headers", "-p", vhost, "name", "type")
+    types = dict(line.split("\t")[:2] for line in listed.splitlines() if "\t" in line)
+    return {name: types.get(name, "missing") for name in names}
+
+
+def test_every_queue_the_service_declares_is_a_quorum_queue_by_default(system, vhost_url):
+    vhost, url = vhost_url
+    settings = system.settings
+    connection = pika.BlockingConnection(connection_parameters(url))
+    try:
+        channel = connection.channel()
+        declare_topology(channel, settings.exchange, settings.worker_queue)
+        declare_consumer_queue(channel, settings.exchange, settings.notifier_queue, ["#"], "X")
+        declare_topology(channel, settings.exchange, settings.webhooks_queue)
+    finally:
+        connection.close()
+    queues = [
+        settings.worker_queue,
+        settings.dead_letter_queue,
+        settings.notifier_queue,
+        settings.notifier_dead_letter_queue,
+        settings.webhooks_queue,
+        settings.webhooks_dead_letter_queue,
+    ]
+    assert queue_types(vhost, queues) == {name: "quorum" for name in queues}
+
+
+def test_a_classic_queue_of_an_older_deployment_stops_the_worker_with_one_line_naming_the_settings(
+    system, vhost_url
+):
+    """RabbitMQ refuses to redeclare a queue with other arguments (406 PRECONDITION_FAILED):
+    the worker exits 78 with what to do instead of retrying for ever."""
+    vhost, url = vhost_url
+    settings = replace(system.settings, broker_url=url)
+    ensure_topology(url, settings.exchange, settings.worker_queue, "classic")  # as before the upgrade
+
+    done = run_cli(settings, "worker")
+
+    assert done.returncode == EX_CONFIG, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"Error: ASSESSMENTS_WORKER_QUEUE: queue '{settings.dead_letter_queue}' exists as a classic queue "
+        "but ASSESSMENTS_QUEUE_TYPE is 'quorum': delete the queue (or drain it and let the service "
+        "recreate it) or set ASSESSMENTS_QUEUE_TYPE=classic"
+    ), last
+    assert "Traceback" not in done.stderr
+    # With the setting, the classic queues are redeclared as they are.
+    ensure_topology(url, settings.exchange, settings.worker_queue, "classic")
+    types = queue_types(vhost, [settings.worker_queue, settings.dead_letter_queue])
+    assert set(types.values()) == {"classic"}
+
+
+def test_a_queue_type_the_broker_does_not_know_is_refused_before_connecting(system):
+    done = run_cli(replace(system.settings, queue_type="lazy"), "worker")
+    assert done.returncode == EX_CONFIG, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: ASSESSMENTS_QUEUE_TYPE: 'lazy' is not a queue type (quorum or classic)"
+    )

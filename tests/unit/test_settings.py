@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from events.runtime.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL, Settings
+from events.runtime.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL, Settings, broker_urls
 
 ENV = {
     "ASSESSMENTS_DATABASE_URL": "postgresql+psycopg://root@db.internal:5432/assess",
@@ -130,3 +130,64 @@ def test_allowing_private_webhook_addresses_takes_the_usual_booleans(value: str,
 def test_a_misspelt_boolean_is_refused_rather_than_read_as_off():
     with pytest.raises(ValueError, match="boolean"):
         Settings.from_env({"ASSESSMENTS_WEBHOOKS_ALLOW_PRIVATE": "ture"})
+
+
+def test_queues_are_quorum_queues_unless_the_setting_says_classic():
+    assert Settings.from_env({}).queue_type == "quorum"
+    assert Settings.from_env({"ASSESSMENTS_QUEUE_TYPE": "classic"}).queue_type == "classic"
+    assert Settings.from_env({"ASSESSMENTS_QUEUE_TYPE": " Quorum "}).queue_type == "quorum"
+    with pytest.raises(ValueError, match="ASSESSMENTS_QUEUE_TYPE"):
+        Settings.from_env({"ASSESSMENTS_QUEUE_TYPE": "stream"})
+
+
+def test_one_broker_url_is_one_node():
+    assert broker_urls(DEFAULT_BROKER_URL) == [DEFAULT_BROKER_URL]
+
+
+def test_the_broker_url_lists_a_clusters_nodes_in_the_order_to_try_them():
+    assert broker_urls("amqp://u:p@rabbit1:5672/%2F,amqp://u:p@rabbit2:5673/%2F, amqps://v:q@rabbit3/vh") == [
+        "amqp://u:p@rabbit1:5672/%2F",
+        "amqp://u:p@rabbit2:5673/%2F",
+        "amqps://v:q@rabbit3/vh",
+    ]
+
+
+def test_a_bare_host_takes_scheme_credentials_vhost_and_options_from_the_first_url():
+    assert broker_urls("amqp://u:p%2Cw@rabbit1/assess?heartbeat=10,rabbit2,rabbit3:5673") == [
+        "amqp://u:p%2Cw@rabbit1/assess?heartbeat=10",
+        "amqp://u:p%2Cw@rabbit2/assess?heartbeat=10",
+        "amqp://u:p%2Cw@rabbit3:5673/assess?heartbeat=10",
+    ]
+    assert broker_urls("amqp://rabbit1,rabbit2") == ["amqp://rabbit1", "amqp://rabbit2"]
+
+
+@pytest.mark.parametrize(
+    "url", ["", " , ", "rabbit1,rabbit2", "amqp://rabbit1,rabbit2/vhost", "amqp://rabbit1,u@rabbit2"]
+)
+def test_a_broker_url_list_that_cannot_be_read_is_refused_when_the_settings_are_read(url: str):
+    with pytest.raises(ValueError, match="ASSESSMENTS_BROKER_URL"):
+        broker_urls(url)
+    if "," in url:
+        with pytest.raises(ValueError, match="ASSESSMENTS_BROKER_URL"):
+            Settings.from_env({"ASSESSMENTS_BROKER_URL": url})
+
+
+def test_connection_parameters_give_one_set_per_node_with_the_same_timeouts():
+    from events.rabbitmq.broker import connection_parameters
+
+    nodes = connection_parameters("amqp://u:p@rabbit1:5672/assess,rabbit2,rabbit3:5673")
+    assert [(n.host, n.port, n.virtual_host, n.credentials.username) for n in nodes] == [
+        ("rabbit1", 5672, "assess", "u"),
+        ("rabbit2", 5672, "assess", "u"),
+        ("rabbit3", 5673, "assess", "u"),
+    ]
+    assert {(n.heartbeat, n.connection_attempts, n.socket_timeout) for n in nodes} == {(30, 1, 5)}
+
+
+def test_queue_arguments_by_type():
+    from events.rabbitmq.broker import BrokerMisconfigured, queue_arguments
+
+    assert queue_arguments("quorum") == {"x-queue-type": "quorum"}
+    assert queue_arguments("classic") == {}  # as declared before quorum was the default: no clash
+    with pytest.raises(BrokerMisconfigured, match="ASSESSMENTS_QUEUE_TYPE"):
+        queue_arguments("lazy")

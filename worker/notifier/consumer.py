@@ -56,11 +56,13 @@ class Notifier:
         queue: str,
         prefetch: int = 50,
         sweep_seconds: float = 1.0,
+        queue_type: str = "quorum",
     ) -> None:
         self.mailer = mailer
         self.broker_url = broker_url
         self.exchange = exchange
         self.queue = queue
+        self.queue_type = queue_type
         self.dead_letter_queue = f"{queue}.dead"
         self.prefetch = prefetch
         self.sweep_seconds = sweep_seconds
@@ -87,7 +89,12 @@ class Notifier:
         try:
             channel = connection.channel()
             declare_consumer_queue(
-                channel, self.exchange, self.queue, ROUTING_KEYS, "ASSESSMENTS_NOTIFIER_QUEUE"
+                channel,
+                self.exchange,
+                self.queue,
+                ROUTING_KEYS,
+                "ASSESSMENTS_NOTIFIER_QUEUE",
+                self.queue_type,
             )
             channel.confirm_delivery()  # dead-lettering is a publish; it must not be lost
             channel.basic_qos(prefetch_count=self.prefetch)

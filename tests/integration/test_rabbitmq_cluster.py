@@ -1,0 +1,127 @@
+"""On a three-node RabbitMQ cluster with quorum queues, the node that leads the worker's queue
+dies under a load of appends: nothing is lost, the relay and the worker reconnect to another
+node (the broker URL lists all three), and every event is published and projected once.
+
+The cluster is the test's own (`tests.support.rabbitmq_cluster`): three extra nodes on ports and
+folders of their own, never the machine's node. The whole test takes about 30 s on two cores
+(starting and joining three nodes is most of it); ASSESSMENTS_TEST_CLUSTER=0 leaves it out, and
+it is skipped, saying so, when rabbitmq-server is not installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import pytest
+
+from cli import bootstrap
+from tests.integration.helpers import (
+    assert_projected_exactly,
+    candidates,
+    create,
+    metadata,
+    new_org_id,
+    outbox_count,
+    pending_count,
+    scalar,
+    wait_until_quiet,
+)
+from tests.support.rabbitmq_cluster import LocalCluster, scripts_dir
+from tests.support.system import System
+from tests.support.wait import wait_for
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("ASSESSMENTS_TEST_CLUSTER") == "0",
+        reason="ASSESSMENTS_TEST_CLUSTER=0: no three-node RabbitMQ cluster in this run",
+    ),
+    pytest.mark.skipif(scripts_dir() is None, reason="rabbitmq-server is not installed"),
+]
+
+
+@pytest.fixture
+def cluster():
+    with LocalCluster.started(3) as started:
+        yield started
+
+
+def retries(caplog, name: str) -> int:
+    return sum(1 for r in caplog.records if r.getMessage().startswith(f"{name} lost a connection"))
+
+
+def test_the_node_leading_the_worker_queue_dies_under_load_and_nothing_is_lost(
+    cluster: LocalCluster, make_settings, caplog
+):
+    caplog.set_level(logging.WARNING)
+    settings = make_settings(broker_url=cluster.url)
+    system = System(settings)
+    writer: threading.Thread | None = None
+    stop_writing = threading.Event()
+    written: list[int] = []
+    errors: list[BaseException] = []
+    try:
+        service = bootstrap.assessment_service(system.engine, system.store)
+        org_id = new_org_id()
+        system.start_relay()
+        system.start_worker()
+
+        # The relay and the worker connect to the first node of the list, which is where the
+        # queue was declared and so where its leader is (RabbitMQ's client-local locator).
+        leader = cluster.queue_leader(settings.worker_queue)
+        assert leader == cluster.nodes[0].name
+        members = cluster.ctl(
+            cluster.node(leader), "list_queues", "-q", "--no-table-headers", "name", "members"
+        )
+        assert all(node.name in members for node in cluster.nodes), members
+
+        def write() -> None:
+            try:
+                while not stop_writing.is_set():
+                    stream_id = create(service, org_id, f"Under load {len(written)}").stream_id
+                    service.issue_keys(org_id, stream_id, candidates(2), metadata(org_id))
+                    written.append(3)
+            except BaseException as error:
+                errors.append(error)
+
+        writer = threading.Thread(target=write, name="writer", daemon=True)
+        writer.start()
+        wait_for(lambda: sum(written) >= 300 and outbox_count(system.engine) < sum(written), 60, "load")
+        before = sum(written)
+
+        cluster.kill(cluster.node(leader))
+
+        wait_for(lambda: sum(written) >= before + 600, 90, "appends going on after the node died")
+        wait_for(
+            lambda: retries(caplog, "relay") >= 1 and retries(caplog, "worker") >= 1,
+            30,
+            "the relay and the worker reconnecting",
+        )
+        stop_writing.set()
+        writer.join(30)
+        assert not errors, errors
+
+        # Everything appended before, during and after the failover reaches the projections
+        # through the two surviving nodes.
+        wait_until_quiet(system.engine, timeout=90)
+        survivors = cluster.running()
+        assert len(survivors) == 2
+        new_leader = cluster.queue_leader(settings.worker_queue, via=survivors[0])
+        assert new_leader != leader and new_leader in {node.name for node in survivors}
+        assert sum(cluster.connections(node) for node in survivors) >= 2, "relay and worker connected"
+        for part in (system.relay, system.worker):
+            assert part.thread.is_alive(), f"{part.thread.name} ended: {part.error!r}"
+
+        total = sum(written)
+        assert scalar(system.engine, "SELECT count(*) FROM events") == total
+        assert outbox_count(system.engine) == 0  # every event confirmed by the cluster
+        assert pending_count(system.engine) == 0  # and applied
+        assert_projected_exactly(system.engine)  # each stream once, at its last version
+        assert system.relay.process.published >= total  # duplicates possible, losses not
+    finally:
+        stop_writing.set()
+        if writer is not None:
+            writer.join(30)
+        system.stop()

@@ -300,6 +300,14 @@ def api(settings: Settings, bind: str | None, workers: int | None, allow_embedde
     serve(settings, bind or settings.bind, workers or settings.api_workers)
 
 
+def _run_until_signalled(process, metrics_port: int | None) -> None:
+    """A long-running process (relay, worker, notifier, dispatcher): stopped cleanly by SIGTERM
+    or SIGINT, its metrics served on `metrics_port` meanwhile."""
+    _stop_on_signals(process.stop)
+    with _metrics_served(metrics_port):
+        process.run()
+
+
 def _stop_on_signals(stop) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop())
@@ -335,9 +343,7 @@ def relay(settings: Settings, allow_embedded: bool, metrics_port: int | None) ->
     """Publish the outbox to RabbitMQ (one active relay per database; others stand by)."""
     refuse_embedded(settings, allow_embedded)
     process = bootstrap.relay(settings)
-    _stop_on_signals(process.stop)
-    with _metrics_served(metrics_port):
-        process.run()
+    _run_until_signalled(process, metrics_port)
 
 
 @main.command()
@@ -348,9 +354,7 @@ def worker(settings: Settings, allow_embedded: bool, metrics_port: int | None) -
     """Consume events: build the projections and cascade deletions."""
     refuse_embedded(settings, allow_embedded)
     process = bootstrap.worker(settings)
-    _stop_on_signals(process.stop)
-    with _metrics_served(metrics_port):
-        process.run()
+    _run_until_signalled(process, metrics_port)
 
 
 @main.command()
@@ -367,9 +371,7 @@ def notifier(settings: Settings, allow_embedded: bool, metrics_port: int | None)
         process = bootstrap.notifier(settings)
     except ValueError as error:
         raise Misconfigured(str(error)) from None
-    _stop_on_signals(process.stop)
-    with _metrics_served(metrics_port):
-        process.run()
+    _run_until_signalled(process, metrics_port)
 
 
 @main.command()
@@ -381,9 +383,7 @@ def webhooks(settings: Settings, allow_embedded: bool, metrics_port: int | None)
     ASSESSMENTS_WEBHOOKS_QUEUE): signed, retried on a schedule, in order per assessment."""
     refuse_embedded(settings, allow_embedded)
     process = bootstrap.dispatcher(settings)
-    _stop_on_signals(process.stop)
-    with _metrics_served(metrics_port):
-        process.run()
+    _run_until_signalled(process, metrics_port)
 
 
 @main.command()

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from events import messages
 from events.model import RecordedEvent
+from events.rabbitmq import broker
 from worker.handler import EventHandler
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,11 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OperationalError) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     )
+
+
+def recoverable(error: BaseException) -> bool:
+    """What every consumer's reconnect loop waits out: a lost broker or a lost database."""
+    return broker.is_recoverable(error) or is_transient(error)
 
 
 def process_batch(

@@ -23,7 +23,7 @@ from events.rabbitmq import broker
 from events.rabbitmq.broker import connection_parameters, declare_topology
 from events.runtime.reconnect import keep_running
 from worker import metrics
-from worker.batches import is_transient, process_batch
+from worker.batches import process_batch, recoverable
 from worker.handler import EventHandler
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Worker:
         early only on `broker.BrokerMisconfigured` or a bug."""
         with broker.naming_misconfiguration(self.broker_url):
             consume = lambda: self._consume(on_ready)  # noqa: E731
-            keep_running(consume, self._stop, _recoverable, "worker", self._wait_and_sweep)
+            keep_running(consume, self._stop, recoverable, "worker", self._wait_and_sweep)
 
     def _wait_and_sweep(self, seconds: float) -> None:
         """While the broker is away, keep projections moving from the store itself."""
@@ -168,7 +168,3 @@ class Worker:
         channel.basic_publish("", self.dead_letter_queue, delivery.body, properties)
         self.dead_lettered += 1
         metrics.worker_dead_lettered.labels(metrics.dead_letter_reason(reason)).inc()
-
-
-def _recoverable(error: BaseException) -> bool:
-    return broker.is_recoverable(error) or (isinstance(error, DBAPIError) and is_transient(error))

@@ -57,7 +57,7 @@ from events.webhooks import (
     subscribable,
     system_resolver,
 )
-from worker.batches import is_transient
+from worker.batches import recoverable
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class Dispatcher:
         sender.start()
         try:
             with broker.naming_misconfiguration(self.broker_url):
-                keep_running(lambda: self._consume(on_ready), self._stop, _recoverable, "webhooks")
+                keep_running(lambda: self._consume(on_ready), self._stop, recoverable, "webhooks")
         finally:
             self.stop()
             sender.join(self.sender.timeout * 2 + 10)
@@ -550,7 +550,3 @@ def _unique(rows: list[dict]) -> list[dict]:
     """One row per (endpoint, event): a batch may name an event twice (a redelivery, or an
     earlier event recorded for a later one)."""
     return list({(row["endpoint_id"], row["event_id"]): row for row in rows}.values())
-
-
-def _recoverable(error: BaseException) -> bool:
-    return broker.is_recoverable(error) or (isinstance(error, DBAPIError) and is_transient(error))

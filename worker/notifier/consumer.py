@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
-from sqlalchemy.exc import DBAPIError
 
 from events import messages
 from events.model import CandidateKeyIssued, RecordedEvent
@@ -29,7 +28,7 @@ from events.rabbitmq import broker
 from events.rabbitmq.broker import connection_parameters, declare_consumer_queue
 from events.rabbitmq.connection import message_properties
 from events.runtime.reconnect import keep_running
-from worker.batches import is_transient
+from worker.batches import recoverable
 from worker.notifier import metrics
 from worker.notifier.invitations import InvitationMailer
 
@@ -80,7 +79,7 @@ class Notifier:
         """Consume until `stop()`, reconnecting after every broker or database outage; ends
         early only on `broker.BrokerMisconfigured` or a bug."""
         with broker.naming_misconfiguration(self.broker_url):
-            keep_running(lambda: self._consume(on_ready), self._stop, _recoverable, "notifier")
+            keep_running(lambda: self._consume(on_ready), self._stop, recoverable, "notifier")
         self.mailer.sender.close()
 
     def _consume(self, on_ready: Callable[[], None] | None) -> None:
@@ -171,7 +170,3 @@ class Notifier:
         )
         channel.basic_publish("", self.dead_letter_queue, body, properties)
         self.dead_lettered += 1
-
-
-def _recoverable(error: BaseException) -> bool:
-    return broker.is_recoverable(error) or (isinstance(error, DBAPIError) and is_transient(error))

@@ -9,7 +9,7 @@ import uuid
 
 from flask import Flask, g, request
 
-from api import assessments, candidate, health, issues, metrics, sessions, webhooks
+from api import assessments, candidate, erasure, health, issues, metrics, sessions, webhooks
 from api.errors import register_error_handlers
 from api.http import EXTENSION, PathSegment, Services
 
@@ -34,6 +34,7 @@ def create_app(services: Services) -> Flask:
     app.register_blueprint(candidate.bp)
     app.register_blueprint(sessions.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(erasure.bp)
     from api import openapi  # `/openapi.json` and `/docs`, built lazily from the URL map
 
     openapi.register(app)

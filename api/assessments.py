@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import Any
 
 from flask import Blueprint, g, request, url_for
+from sqlalchemy.engine import Connection
 
 from api.errors import invalid, not_found
 from api.http import (
@@ -20,6 +22,7 @@ from api.http import (
     requires_reviewer,
     respond,
     reviewer,
+    reviewer_metadata,
     services,
 )
 from api.limits import candidate_auth_limited
@@ -35,7 +38,8 @@ from api.schemas import (
 )
 from events import codec
 from events.aggregate import Assessment, AssessmentDetails, CandidateKey, CandidateRefused, issued_key
-from events.model import AssessmentCreated, Metadata
+from events.model import AssessmentCreated, RecordedEvent
+from events.personal import SubjectKeys, revealed, revealed_event, subjects_in
 from events.service import Idempotency
 from projections import queries
 
@@ -52,14 +56,6 @@ _LIST_QUERY_SCHEMA = ListQuerySchema()
 _HISTORY_QUERY_SCHEMA = HistoryQuerySchema()
 
 MAX_IDEMPOTENCY_KEY = 255
-
-
-def _metadata() -> Metadata:
-    return Metadata(
-        org_id=reviewer().org_id,
-        actor=f"token:{reviewer().token_prefix}",
-        correlation_id=g.get("request_id"),
-    )
 
 
 # --- create, with Idempotency-Key -------------------------------------------------------
@@ -95,7 +91,7 @@ def create():
     key = _idempotency_key()
     details = _details(_CREATE_ASSESSMENT_SCHEMA.load(body))
     idempotency = Idempotency(key, _fingerprint(body)) if key else None
-    created = services().assessments.create(reviewer().org_id, details, _metadata(), idempotency)
+    created = services().assessments.create(reviewer().org_id, details, reviewer_metadata(), idempotency)
     headers = {"Location": url_for("assessments.get_one", assessment_id=created.event.assessment_id)}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -176,22 +172,27 @@ def _from_stream(state: Assessment) -> dict[str, Any]:
 @requires_reviewer
 def delete(assessment_id: str):
     stream_id = path_uuid(assessment_id, "Assessment")
-    services().assessments.delete(reviewer().org_id, stream_id, _metadata())
+    services().assessments.delete(reviewer().org_id, stream_id, reviewer_metadata())
     return respond({"ok": True, "id": str(stream_id)})
 
 
 # --- history -----------------------------------------------------------------------------
 
 
-def _history_item(recorded) -> dict[str, Any]:
-    """An event as the exchange carries it: no event holds a credential (old ones that did
-    are upcast when read, see `codec.UPCASTERS`), so nothing needs hiding here."""
+def _history_item(recorded: RecordedEvent, keys: SubjectKeys) -> dict[str, Any]:
+    """An event as recorded: no event holds a credential (old ones that did are upcast when
+    read, see `codec.UPCASTERS`); its personal fields are revealed to the reviewer, or null
+    with `erased` once the candidate was erased (`events.personal`)."""
+    shown, erased = revealed_event(keys, recorded)
+    data = codec.encode(shown.event)
+    if erased:
+        data["erased"] = True
     return {
         "id": str(recorded.event_id),
         "type": recorded.type_name,
         "version": recorded.stream_version,
         "recordedAt": codec.format_time(recorded.recorded_at),
-        "data": codec.encode(recorded.event),
+        "data": data,
     }
 
 
@@ -204,9 +205,10 @@ def history(assessment_id: str):
     recorded = services().assessments.history(reviewer().org_id, stream_id)
     page = [r for r in recorded if r.stream_version > args["after"]][: args["limit"]]
     more = bool(page) and page[-1].stream_version < recorded[-1].stream_version
+    keys = _subject_keys(subjects_in(r.event for r in page))
     return respond(
         {
-            "events": [_history_item(r) for r in page],
+            "events": [_history_item(r, keys) for r in page],
             "nextCursor": str(page[-1].stream_version) if more else None,
         }
     )
@@ -215,9 +217,29 @@ def history(assessment_id: str):
 # --- candidate keys -----------------------------------------------------------------------
 
 
-def _key_view(row: CandidateKey, key: str | None) -> dict[str, Any]:
-    """`key` comes from the key's reservation: neither the events nor the projection hold it."""
-    return _dump_candidate_key({**vars(row), "key": key, "status": row.status_at(services().clock())})
+def _key_view(row: CandidateKey, key: str | None, erased: bool = False) -> dict[str, Any]:
+    """`key` comes from the key's reservation: neither the events nor the projection hold it.
+    `row`'s personal fields are readable (just issued, or revealed: `_revealed_views`); an
+    erased candidate's key says so with `erased`, which no other key has."""
+    view = {**vars(row), "key": key, "status": row.status_at(services().clock())}
+    if erased:
+        view["erased"] = True
+    return _dump_candidate_key(view)
+
+
+def _subject_keys(subject_ids: set[uuid.UUID], conn: Connection | None = None) -> SubjectKeys:
+    return services().assessments.personal.reader(subject_ids, conn)
+
+
+def _revealed_views(listed: list[queries.ListedKey], conn: Connection) -> list[dict[str, Any]]:
+    """The keys as the projection holds them (personal fields sealed), revealed with one read
+    of their subjects' data keys."""
+    keys = _subject_keys(subjects_in(item.row for item in listed), conn)
+    views = []
+    for item in listed:
+        row, erased = revealed(keys, item.row)
+        views.append(_key_view(row, item.key, erased))
+    return views
 
 
 @bp.post("/<assessment_id>/keys")
@@ -228,7 +250,11 @@ def issue_keys(assessment_id: str):
     emails = data["candidate_emails"] or [None] * data["count"]
     names = data["candidate_names"] or [None] * len(emails)
     recorded = services().assessments.issue_keys(
-        reviewer().org_id, stream_id, list(zip(emails, names, strict=True)), _metadata(), data["org_name"]
+        reviewer().org_id,
+        stream_id,
+        list(zip(emails, names, strict=True)),
+        reviewer_metadata(),
+        data["org_name"],
     )
     keys = [issued_key(r.event) for r in recorded]
     strings = services().assessments.key_strings([row.id for row in keys])
@@ -245,8 +271,8 @@ def list_keys(assessment_id: str):
             if fresh:
                 raise not_found("Assessment")
             services().assessments.load_owned(reviewer().org_id, stream_id)  # 404 if truly gone
-        keys = queries.list_keys(conn, stream_id)
-    return respond({"keys": [_key_view(listed.row, listed.key) for listed in keys]}, fresh)
+        views = _revealed_views(queries.list_keys(conn, stream_id), conn)
+    return respond({"keys": views}, fresh)
 
 
 @bp.delete("/<assessment_id>/keys/<key_id>")
@@ -254,5 +280,5 @@ def list_keys(assessment_id: str):
 def revoke_key(assessment_id: str, key_id: str):
     stream_id = path_uuid(assessment_id, "Assessment")
     key_uuid = path_uuid(key_id, "Candidate key")
-    services().assessments.revoke_key(reviewer().org_id, stream_id, key_uuid, _metadata())
+    services().assessments.revoke_key(reviewer().org_id, stream_id, key_uuid, reviewer_metadata())
     return respond({"ok": True, "id": str(key_uuid)})

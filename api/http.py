@@ -17,6 +17,8 @@ from werkzeug.routing import BaseConverter
 from api import text
 from api.errors import ApiError, not_found
 from events.candidates import CandidateService
+from events.erasure import Erasure
+from events.model import Metadata
 from events.ports import Catalogue
 from events.runtime.settings import Settings
 from events.service import AssessmentService
@@ -57,6 +59,8 @@ class Services:
     auth_limiter: AuthLimiter | None = None
     #: Webhook endpoints and their deliveries (`events.webhooks`).
     webhooks: WebhookService | None = None
+    #: Erasing candidates (`events.erasure`).
+    erasure: Erasure | None = None
 
     def clock(self) -> datetime:
         """The service's time (tests move it): what a key's status is judged at."""
@@ -179,6 +183,15 @@ def _reviewer_from_header() -> Reviewer | None:
 
 def reviewer() -> Reviewer:
     return g.reviewer
+
+
+def reviewer_metadata() -> Metadata:
+    """Who made this request's events: the reviewer's token (by its prefix), and the request."""
+    return Metadata(
+        org_id=reviewer().org_id,
+        actor=f"token:{reviewer().token_prefix}",
+        correlation_id=g.get("request_id"),
+    )
 
 
 def requires_reviewer(view):

@@ -201,6 +201,13 @@ class HistoryQuerySchema(CamelSchema):
     after = fields.Integer(validate=validate.Range(0, MAX_VERSION), load_default=0)
 
 
+class EraseQuerySchema(CamelSchema):
+    class Meta:
+        unknown = RAISE
+
+    email = fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL))
+
+
 class IssueSchema(CamelSchema):
     id = fields.String()
     title = fields.String()
@@ -258,6 +265,8 @@ class CandidateKeySchema(CamelSchema):
     org_id = fields.String()
     candidate_email = fields.String(allow_none=True)
     candidate_name = fields.String(allow_none=True)
+    #: Only on the keys of an erased candidate (true): their email and name are gone for good.
+    erased = fields.Boolean()
     status = fields.String()
     expires_at = Timestamp()
     redeemed_at = Timestamp(allow_none=True)

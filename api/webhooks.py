@@ -6,9 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, url_for
+from flask import Blueprint, url_for
 
-from api.http import json_body, path_uuid, query_args, requires_reviewer, respond, reviewer, services
+from api.http import (
+    json_body,
+    path_uuid,
+    query_args,
+    requires_reviewer,
+    respond,
+    reviewer,
+    reviewer_metadata,
+    services,
+)
 from api.webhook_schemas import (
     CreateWebhookSchema,
     DeliveriesQuerySchema,
@@ -16,7 +25,6 @@ from api.webhook_schemas import (
     WebhookSchema,
     WebhookWithSecretSchema,
 )
-from events.model import Metadata
 from events.webhooks import Delivery, Endpoint, WebhookService
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
@@ -30,14 +38,6 @@ _DELIVERY = DeliverySchema()
 
 def _service() -> WebhookService:
     return services().webhooks
-
-
-def _metadata() -> Metadata:
-    return Metadata(
-        org_id=reviewer().org_id,
-        actor=f"token:{reviewer().token_prefix}",
-        correlation_id=g.get("request_id"),
-    )
 
 
 def _view(endpoint: Endpoint) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def _delivery(delivery: Delivery) -> dict[str, Any]:
 def register():
     data = _CREATE.load(json_body())
     endpoint, secret = _service().register(
-        reviewer().org_id, data["url"], data["events"], data["description"], _metadata()
+        reviewer().org_id, data["url"], data["events"], data["description"], reviewer_metadata()
     )
     headers = {"Location": url_for("webhooks.get_one", webhook_id=endpoint.id)}
     return respond({"webhook": _with_secret(endpoint, secret)}, status=201, headers=headers)
@@ -88,14 +88,16 @@ def get_one(webhook_id: str):
 @requires_reviewer
 def delete(webhook_id: str):
     endpoint_id = path_uuid(webhook_id, "Webhook")
-    _service().remove(reviewer().org_id, endpoint_id, _metadata())
+    _service().remove(reviewer().org_id, endpoint_id, reviewer_metadata())
     return respond({"ok": True, "id": str(endpoint_id)})
 
 
 @bp.post("/<webhook_id>/rotate-secret")
 @requires_reviewer
 def rotate_secret(webhook_id: str):
-    endpoint, secret = _service().rotate(reviewer().org_id, path_uuid(webhook_id, "Webhook"), _metadata())
+    endpoint, secret = _service().rotate(
+        reviewer().org_id, path_uuid(webhook_id, "Webhook"), reviewer_metadata()
+    )
     return respond({"webhook": _with_secret(endpoint, secret)})
 
 

@@ -13,6 +13,7 @@ multiprocess registry each would open a file of its own in an API process that n
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,13 +27,15 @@ from api import create_app
 from api.http import Services
 from events.candidates import CandidateService
 from events.disclosure import Disclosure, InvalidDisclosure, disclosure_from
-from events.runtime.settings import Settings
+from events.erasure import Erasure
+from events.runtime.settings import Settings, master_keys
 from events.service import AssessmentService
 from events.sql.auth_limits import AuthLimiter
 from events.sql.catalogue import SqlCatalogue
 from events.sql.dialect import dialect_of
 from events.sql.engine import autocommit, make_engine
 from events.sql.store import SqlEventStore
+from events.sql.vault import SqlVault
 from events.sql.webhooks import SqlWebhooks
 from events.webhooks import Resolver, WebhookService, system_resolver
 
@@ -46,7 +49,10 @@ if TYPE_CHECKING:
     from worker.notifier.inprocess import InProcessNotifier
     from worker.notifier.invitations import InvitationMailer
     from worker.notifier.sending import Sender
+    from worker.retention import Retention
     from worker.webhooks import Dispatcher
+
+log = logging.getLogger(__name__)
 
 # --- engines: one per kind of process, each sized and tuned for what it runs ---------------
 
@@ -81,15 +87,26 @@ def admin_engine(settings: Settings) -> Engine:
 # --- the core and its adapters ------------------------------------------------------------
 
 
-def event_store(engine: Engine) -> SqlEventStore:
-    return dialect_of(engine).event_store(engine)
+def event_store(engine: Engine, personal: SqlVault | None = None) -> SqlEventStore:
+    """`personal`: what seals candidates' personal data, for the processes that write it (the
+    API, dev mode); the others append none and erase without it."""
+    return dialect_of(engine).event_store(engine, personal)
+
+
+def personal_data(settings: Settings, engine: Engine) -> SqlVault:
+    """Candidates' data keys, wrapped by the settings' master keys (`events.personal`)."""
+    if not settings.master_keys:
+        log.warning("ASSESSMENTS_MASTER_KEYS is not set: personal data is sealed with the development key")
+    return SqlVault(engine, master_keys(settings.master_keys))
 
 
 def assessment_service(
     engine: Engine, store: SqlEventStore | None = None, **options: Any
 ) -> AssessmentService:
-    """`options` go to the service (a clock, a key generator) for tests and benches."""
-    return AssessmentService(store or event_store(engine), SqlCatalogue(autocommit(engine)), **options)
+    """`options` go to the service (a clock, a key generator) for tests and benches. The
+    store's sealer, if it has one, is the service's too: keys get their data subjects."""
+    store = store or event_store(engine)
+    return AssessmentService(store, SqlCatalogue(autocommit(engine)), personal=store.personal, **options)
 
 
 # --- the processes --------------------------------------------------------------------------
@@ -139,13 +156,14 @@ def api_services(
 ) -> Services:
     """`options` go to the assessment service (tests pass a clock they can move)."""
     engine = engine or api_engine(settings)
-    service = assessment_service(engine, **options)
+    service = assessment_service(engine, event_store(engine, personal_data(settings, engine)), **options)
     tokens = dialect_of(engine).token_cache(engine)
     candidates = candidate_service(settings, service)
     limiter = auth_limiter(settings, engine)
     webhooks = webhook_service(settings, engine, service.store, resolve, clock=service.clock)
+    erase = erasure(settings, engine, service.store, clock=service.clock)
     return Services(
-        settings, autocommit(engine), service, candidates, service.catalogue, tokens, limiter, webhooks
+        settings, autocommit(engine), service, candidates, service.catalogue, tokens, limiter, webhooks, erase
     )
 
 
@@ -211,6 +229,8 @@ def worker(
         engine = engine or worker_engine(settings)
         handler = event_handler(engine)
         handler.chores.append(auth_limiter(settings, engine).purge)
+        if settings.candidate_retention_days > 0:
+            handler.chores.append(retention(settings, engine, handler.store, handler.service.clock))
     tuning = {
         "prefetch": settings.worker_prefetch,
         "linger_seconds": settings.worker_linger_ms / 1000,
@@ -222,6 +242,21 @@ def worker(
         settings.exchange,
         settings.worker_queue,
         **{**tuning, **options},
+    )
+
+
+def erasure(settings: Settings, engine: Engine, store: SqlEventStore, **options: Any) -> Erasure:
+    """Erasing candidates, with the store's own data keys if it seals; `options` go to it (a
+    clock)."""
+    return Erasure(store, store.personal or personal_data(settings, engine), **options)
+
+
+def retention(settings: Settings, engine: Engine, store: SqlEventStore, clock: Any) -> Retention:
+    """The worker's step that erases candidates past `candidate_retention_days`."""
+    from worker.retention import Retention
+
+    return Retention(
+        engine, erasure(settings, engine, store, clock=clock), settings.candidate_retention_days, clock
     )
 
 
@@ -260,6 +295,7 @@ def invitation_mailer(
         sender or mail_sender(settings),
         settings.mail_from,
         max_attempts=settings.mail_max_attempts,
+        personal=personal_data(settings, engine),
         **options,
     )
 
@@ -355,7 +391,7 @@ def dev(settings: Settings, mail_dir: str) -> DevParts:
     from worker.notifier.inprocess import InProcessNotifier
 
     engine = make_engine(settings.database_url)
-    store = event_store(engine)
+    store = event_store(engine, personal_data(settings, engine))
     broker = InProcessBroker()
     relay_ = InProcessRelay(dialect_of(engine).outbox(engine), broker)
     store.on_append.append(relay_.wake)  # no LISTEN/NOTIFY on SQLite: the store wakes it
@@ -373,6 +409,7 @@ def dev(settings: Settings, mail_dir: str) -> DevParts:
         service.catalogue,
         auth_limiter=limiter,
         webhooks=webhook_service(settings, engine, store),
+        erasure=erasure(settings, engine, store, clock=service.clock),
     )
     dispatcher_ = dispatcher(settings, engine, broker_url="memory://")
     dispatcher_queue = broker.subscribe()

@@ -97,6 +97,8 @@ class NewKey:
     key: str
     candidate_email: str | None = None
     candidate_name: str | None = None
+    #: Whose data key will seal the email and name (`events.personal`).
+    subject_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,7 @@ def issue_keys(
             org_name=org_name,
             expires_at=expires_at,
             issued_at=now,
+            subject_id=key.subject_id,
         )
         for key in keys
     ]
@@ -283,6 +286,7 @@ def redeem(
         CandidateKeyRedeemed(
             **_of_key(key),
             session_id=session_id,
+            subject_id=(key.subject_id or key.id) if candidate_name else None,
             candidate_name=candidate_name,
             signing_public_key=signing_public_key,
             redeemed_at=now,

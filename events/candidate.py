@@ -55,6 +55,9 @@ class CandidateKey:
     device_changed: bool = False
     last_checkpoint: str | None = None
     last_checked_at: datetime | None = None
+    #: Whose data key seals `candidate_email` and `candidate_name` (`events.personal`); None
+    #: for a key issued before sealing existed, whose fields are in clear.
+    subject_id: uuid.UUID | None = None
 
     @property
     def revoked(self) -> bool:
@@ -103,6 +106,7 @@ def issued_key(event: CandidateKeyIssued) -> CandidateKey:
         org_name=event.org_name,
         expires_at=event.expires_at,
         created_at=event.issued_at,
+        subject_id=event.subject_id,
     )
 
 
@@ -135,6 +139,7 @@ def _redeemed(event: CandidateKeyRedeemed, key: CandidateKey) -> CandidateKey:
         deadline=event.deadline,
         signing_public_key=event.signing_public_key,
         candidate_name=key.candidate_name or event.candidate_name,
+        subject_id=key.subject_id or event.subject_id,
     )
 
 

@@ -154,8 +154,16 @@ def _key_issued_v2_to_v3(data: JsonDict) -> JsonDict:
     return hinted
 
 
+def _subject_added(data: JsonDict) -> JsonDict:
+    """`subjectId` came with sealing (`events.personal`): an older event has none, and its
+    personal fields are in clear (until `assessments candidates seal` migrates it)."""
+    return {**data, "subjectId": None}
+
+
 UPCASTERS[("CandidateKeyIssued", 1)] = _key_issued_v1_to_v2
 UPCASTERS[("CandidateKeyIssued", 2)] = _key_issued_v2_to_v3
+UPCASTERS[("CandidateKeyIssued", 3)] = _subject_added
+UPCASTERS[("CandidateKeyRedeemed", 1)] = _subject_added
 
 
 def upcast(type_name: str, schema_version: int, data: JsonDict) -> JsonDict:

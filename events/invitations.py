@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from events.aggregate import Assessment
-from events.candidate import ACTIVE, COMPLETED, EXPIRED
+from events.candidate import ACTIVE, COMPLETED, EXPIRED, CandidateKey
 
 # --- the states of an invitation (one row per key with an email) -----------------------------
 
@@ -34,6 +34,8 @@ KEY_REVOKED = "key_revoked"
 KEY_EXPIRED = "key_expired"
 KEY_USED = "key_used"
 KEY_UNKNOWN = "key_unknown"
+#: The candidate was erased (`events.personal`): there is no address to mail any more.
+CANDIDATE_ERASED = "candidate_erased"
 
 FIRST_RETRY_SECONDS = 2.0
 MAX_RETRY_SECONDS = 300.0
@@ -74,10 +76,10 @@ def why_not_mailed(state: Assessment, key_id: uuid.UUID, now: datetime) -> str |
     return None
 
 
-def invitation(state: Assessment, key_id: uuid.UUID, key: str, org_name: str | None) -> Invitation:
-    """The mail of a key `why_not_mailed` let through. `org_name`: the key's own, else the
-    organisation's."""
-    issued = state.keys[key_id]
+def invitation(state: Assessment, issued: CandidateKey, key: str, org_name: str | None) -> Invitation:
+    """The mail of a key `why_not_mailed` let through, `issued` its record with the email and
+    name revealed. `org_name`: the key's own, else the organisation's."""
+    key_id = issued.id
     created = state.created
     assert created is not None and issued.candidate_email is not None
     return Invitation(

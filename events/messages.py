@@ -2,12 +2,17 @@
 
 This is a contract with other teams (README, "Event contract"): add optional attributes
 freely, but never rename or remove one without a new `specversion`-style major change.
+
+No message carries personal data (`events.personal`): an event's personal fields are left out
+of its `data`, whether they were stored sealed or (before sealing existed) in clear. Consumers
+that need them read them from the service, which honours erasure.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from functools import cache
 from typing import Any
 
 from events import codec
@@ -26,13 +31,26 @@ def routing_key(event_type: str) -> str:
 
 
 def envelope(recorded: RecordedEvent) -> dict[str, Any]:
-    return _envelope(recorded, recorded.event.schema_version, codec.encode(recorded.event))
+    data = _without_personal(recorded.type_name, codec.encode(recorded.event))
+    return _envelope(recorded, recorded.event.schema_version, data)
 
 
 def envelope_of_stored(stored: StoredEvent) -> dict[str, Any]:
     """The same envelope from a stored row, upcast like a decoded event would be."""
-    data = codec.normalise(stored.type_name, stored.schema_version, stored.data)
+    data = _without_personal(
+        stored.type_name, codec.normalise(stored.type_name, stored.schema_version, stored.data)
+    )
     return _envelope(stored, EVENT_TYPES[stored.type_name].schema_version, data)
+
+
+@cache
+def _personal_keys(type_name: str) -> frozenset[str]:
+    return frozenset(codec.camel(name) for name in EVENT_TYPES[type_name].personal)
+
+
+def _without_personal(type_name: str, data: dict[str, Any]) -> dict[str, Any]:
+    personal = _personal_keys(type_name)
+    return {key: value for key, value in data.items() if key not in personal} if personal else data
 
 
 def _envelope(
@@ -72,6 +90,12 @@ def _dump(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def _absent_personal(type_name: str) -> dict[str, None]:
+    """What a decoded message holds in the personal fields it does not carry."""
+    cls = EVENT_TYPES.get(type_name)
+    return dict.fromkeys(_personal_keys(type_name)) if cls is not None else {}
+
+
 def decode(body: bytes) -> RecordedEvent:
     try:
         doc = json.loads(body)
@@ -83,7 +107,7 @@ def decode(body: bytes) -> RecordedEvent:
                 stream_version=int(doc["streamversion"]),
                 type_name=doc["type"],
                 schema_version=int(doc["schemaversion"]),
-                data=doc["data"],
+                data={**_absent_personal(doc["type"]), **doc["data"]},
                 metadata={
                     "orgId": doc.get("orgid"),
                     "correlationId": doc.get("correlationid"),

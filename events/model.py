@@ -101,6 +101,9 @@ class Event:
     type_name: ClassVar[str] = ""
     schema_version: ClassVar[int] = 1
     routing_key: ClassVar[str] = ""
+    #: The fields that hold personal data (`events.personal`): sealed in the store under the
+    #: data key of the event's `subject_id`, never published.
+    personal: ClassVar[tuple[str, ...]] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,11 +135,13 @@ class CandidateKeyIssued(Event):
 
     Version 2 renamed version 1's `email` and `name` to `candidateEmail` and `candidateName`,
     the API's names; version 3 replaced version 2's `key` with `keyHint` (see
-    `codec.UPCASTERS`)."""
+    `codec.UPCASTERS`); version 4 added `subjectId`, the data subject whose key seals the
+    candidate's email and name (`events.personal`), which messages no longer carry."""
 
     type_name: ClassVar[str] = "CandidateKeyIssued"
-    schema_version: ClassVar[int] = 3
+    schema_version: ClassVar[int] = 4
     routing_key: ClassVar[str] = "candidate_key.issued"
+    personal: ClassVar[tuple[str, ...]] = ("candidate_email", "candidate_name")
 
     key_id: uuid.UUID
     assessment_id: uuid.UUID
@@ -147,6 +152,7 @@ class CandidateKeyIssued(Event):
     org_name: str | None
     expires_at: datetime
     issued_at: datetime
+    subject_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -194,12 +200,16 @@ class CandidateKeyRedeemed(Event, _OfAKey):
     """A pending key became active: its session started. `deadline` is when the session ends,
     `redeemed_at` plus the time limit but never after the key's `expires_at`. The name the
     candidate gave (if any) fills the key's name where the reviewer left it empty; their
-    Ed25519 public key (base64) lets later evidence be verified as theirs."""
+    Ed25519 public key (base64) lets later evidence be verified as theirs. Version 2 added
+    `subjectId`, whose data key seals that name (`events.personal`)."""
 
     type_name: ClassVar[str] = "CandidateKeyRedeemed"
+    schema_version: ClassVar[int] = 2
     routing_key: ClassVar[str] = "candidate_key.redeemed"
+    personal: ClassVar[tuple[str, ...]] = ("candidate_name",)
 
     session_id: uuid.UUID
+    subject_id: uuid.UUID | None = None
     candidate_name: str | None = None
     signing_public_key: str | None = None
     redeemed_at: datetime
@@ -262,6 +272,31 @@ class CandidateKeyExpired(Event, _OfAKey):
     session_id: uuid.UUID | None = None
     reason: str
     expired_at: datetime
+
+
+# --- erasure: one stream per data subject ------------------------------------------------------
+
+
+ERASED_ON_REQUEST = "request"
+ERASED_BY_RETENTION = "retention"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateErased(Event):
+    """The data key of a candidate (a data subject, `events.personal`) was destroyed: every
+    personal field sealed under it, in every event and copy, is unreadable from now on.
+    Consumers holding copies of what they read for the keys whose `CandidateKeyIssued` named
+    this `subject_id` drop them. `reason` is `request` (a reviewer or an operator) or
+    `retention` (the retention period passed). The only event of its subject's stream, so an
+    erasure happens once."""
+
+    type_name: ClassVar[str] = "CandidateErased"
+    routing_key: ClassVar[str] = "candidate.erased"
+
+    subject_id: uuid.UUID
+    org_id: str
+    reason: str
+    erased_at: datetime
 
 
 # --- webhook endpoints: one stream per endpoint ----------------------------------------------
@@ -338,6 +373,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CandidateDeviceChecked,
         CandidateKeyCompleted,
         CandidateKeyExpired,
+        CandidateErased,
         WebhookEndpointRegistered,
         WebhookSecretRotated,
         WebhookEndpointRemoved,

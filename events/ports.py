@@ -59,9 +59,15 @@ class EventStore(Protocol):
         events: Sequence[Event],
         metadata: Metadata,
         reservations: Sequence[Reservation] = (),
-    ) -> list[RecordedEvent]: ...
+        erasing: Sequence[uuid.UUID] = (),
+    ) -> list[RecordedEvent]:
+        """`erasing`: data subjects whose keys the same transaction destroys (their
+        `CandidateErased` events are the ones appended; see `events.personal`)."""
+        ...
 
     def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]: ...
+
+    def at_positions(self, positions: Sequence[int]) -> list[RecordedEvent]: ...
 
     def read_all(self, after_position: int = 0, batch_size: int = 1000) -> Iterator[RecordedEvent]: ...
 

@@ -18,6 +18,7 @@ from events.service import KEY_SCOPE
 from events.sql.catalogue import oss_issues
 from events.sql.tables import projection_pending_table as pending
 from events.sql.tables import reservations_table as reservations
+from events.sql.tables import subject_keys_table as subject_keys
 from projections.assessments import AssessmentRow
 from projections.candidate_keys import KeyRow
 from projections.tables import ASSESSMENTS_VIEW as view
@@ -232,3 +233,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     micros, last_id = _CURSOR.unpack(base64.urlsafe_b64decode(cursor))
     micros = min(max(micros, _EARLIEST), _LATEST)
     return _EPOCH + micros * _MICROSECOND, uuid.UUID(bytes=last_id)
+
+
+def due_for_erasure(conn: Connection, ended_before: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
+    """Data subjects (with their organisation) whose keys all ended, the last before
+    `ended_before`, and whose data key still exists: what the retention step erases."""
+    ended = func.coalesce(keys_view.c.completed_at, keys_view.c.expired_at, keys_view.c.revoked_at)
+    query = (
+        select(keys_view.c.subject_id, func.min(keys_view.c.org_id))
+        .select_from(keys_view.join(subject_keys, subject_keys.c.subject_id == keys_view.c.subject_id))
+        .group_by(keys_view.c.subject_id)
+        .having(func.count() == func.count(ended))
+        .having(func.max(ended) < ended_before)
+        .order_by(func.max(ended))
+        .limit(limit)
+    )
+    return [(subject_id, org_id) for subject_id, org_id in conn.execute(query)]

@@ -54,6 +54,7 @@ def candidate_keys_view(name: str = "candidate_keys_view", meta: MetaData = meta
         *columns_of(CandidateKey, primary_key="id"),
         Index(f"{name}_assessment_idx", "assessment_id", "created_at", "id"),
         Index(f"{name}_session_idx", "session_id", unique=True),
+        Index(f"{name}_subject_idx", "subject_id"),
     )
     # What the expiry step looks for: keys that have not ended by an event, by when they end.
     Index(

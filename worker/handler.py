@@ -56,6 +56,7 @@ class EventHandler:
     def handle(self, events: Sequence[RecordedEvent]) -> None:
         if not events:
             return
+        events = self._with_personal_fields(events)
         with self.engine.begin() as conn:
             results = apply_batch(
                 conn, self.projections, events, self.store.load, lock=True, clear_pending=True, commit=True
@@ -64,6 +65,15 @@ class EventHandler:
         self._count(results)
         self._observe(events, newly_applied)
         self.cascade(events)
+
+    def _with_personal_fields(self, events: Sequence[RecordedEvent]) -> Sequence[RecordedEvent]:
+        """Messages carry no personal data (`events.personal`); the keys view keeps it, sealed
+        as the store holds it, so those events are read from the store (one query a batch)."""
+        positions = [e.position for e in events if e.event.personal]
+        if not positions:
+            return events
+        stored = {r.position: r for r in self.store.at_positions(positions)}
+        return [stored.get(e.position, e) for e in events]
 
     def cascade(self, events: Sequence[RecordedEvent]) -> None:
         """The batch's cascade, counted and logged."""

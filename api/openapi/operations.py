@@ -21,7 +21,13 @@ from api.candidate_schemas import (
     RedeemSchema,
 )
 from api.openapi.components import CANDIDATE_KEY_DESCRIPTION, header_refs, json_content
-from api.schemas import CreateAssessmentSchema, HistoryQuerySchema, IssueKeysSchema, ListQuerySchema
+from api.schemas import (
+    CreateAssessmentSchema,
+    EraseQuerySchema,
+    HistoryQuerySchema,
+    IssueKeysSchema,
+    ListQuerySchema,
+)
 from api.webhook_schemas import CreateWebhookSchema, DeliveriesQuerySchema
 
 BEARER = [{"bearerAuth": []}]
@@ -119,6 +125,8 @@ _QUERY_DESCRIPTIONS = {
     ("sessions", "after"): "The `nextCursor` of the previous page: a position in the (startedAt, id) order. "
     "Any value of this pattern names one; pass back what the service returned.",
     ("consent", "key"): CANDIDATE_KEY_DESCRIPTION,
+    ("erase", "email"): "The candidate's email address, as keys were issued to it (case and surrounding "
+    "space do not matter).",
     ("deliveries", "limit"): "Page size (default 50).",
     ("deliveries", "after"): "The `nextCursor` of the previous page: deliveries older than that one.",
 }
@@ -390,6 +398,17 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
             },
             description="Any delivery, also one that succeeded or failed for good. A disabled endpoint: 409.",
             errors=(401, 404, 409),
+        ),
+        ("/v1/candidates", "DELETE"): _op(
+            "Erase a candidate of the organisation",
+            "Candidates",
+            {"200": _ok("Erased, or nothing (left) to erase: the same answer either way.", "Ok")},
+            description="Destroys the data key of the candidate's email and name (crypto-shredding) and "
+            "records `CandidateErased`. From then on every key issued to the address shows `candidateEmail` "
+            "and `candidateName` as null with `erased: true`, and so do the history, rebuilds and "
+            "republished events. Erasing twice changes nothing.",
+            parameters=query(EraseQuerySchema, "erase"),
+            errors=(400, 401),
         ),
         ("/v1/health", "GET"): _op(
             "Reachability, for the candidate's client",

@@ -57,6 +57,7 @@ class InMemoryEventStore:
         events: Sequence[Event],
         metadata: Metadata,
         reservations: Sequence[Reservation] = (),
+        erasing: Sequence[uuid.UUID] = (),  # nothing is sealed here, so there is no key to erase
     ) -> list[RecordedEvent]:
         """Append after `expected_version`, or refuse and store nothing: a reservation already
         claimed (or claimed twice here) is `ReservationTaken`, a version already in the stream
@@ -133,6 +134,11 @@ class InMemoryEventStore:
         with self._lock:
             versions = self._streams.get(stream_id, {})
             stored = [self._events[versions[v] - 1] for v in sorted(versions) if v > after_version]
+        return [codec.recorded(handed_out(s)) for s in stored]
+
+    def at_positions(self, positions: Sequence[int]) -> list[RecordedEvent]:
+        with self._lock:
+            stored = [self._events[p - 1] for p in positions if 0 < p <= len(self._events)]
         return [codec.recorded(handed_out(s)) for s in stored]
 
     def read_all(self, after_position: int = 0, batch_size: int = 1000) -> Iterator[RecordedEvent]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from events.crypto.cipher import MasterKeys
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://root@127.0.0.1:5432/assessments"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -77,6 +79,13 @@ class Settings:
     webhooks_rotation_grace_seconds: float = 24 * 3600
     #: How often the delivery loop looks for due retries when nothing wakes it.
     webhooks_poll_seconds: float = 1.0
+    #: The master keys that wrap candidates' data keys (`events.personal`): `ID:BASE64` items,
+    #: comma-separated, the current one first (each 32 random bytes). Empty: a fixed development
+    #: key, which protects nothing (the processes warn at start).
+    master_keys: str = field(default="", repr=False)
+    #: Days after a candidate's last key ended (completed, expired or revoked) after which the
+    #: worker erases the candidate; 0 keeps them until erased on request.
+    candidate_retention_days: int = 365
 
     @property
     def dead_letter_queue(self) -> str:
@@ -131,11 +140,25 @@ class Settings:
             "webhooks_disable_after_seconds": _float(env.get("ASSESSMENTS_WEBHOOKS_DISABLE_AFTER_SECONDS")),
             "webhooks_rotation_grace_seconds": _float(env.get("ASSESSMENTS_WEBHOOKS_ROTATION_GRACE_SECONDS")),
             "webhooks_poll_seconds": _float(env.get("ASSESSMENTS_WEBHOOKS_POLL_SECONDS")),
+            "master_keys": env.get("ASSESSMENTS_MASTER_KEYS"),
+            "candidate_retention_days": _int(env.get("ASSESSMENTS_CANDIDATE_RETENTION_DAYS")),
         }
+        if read["master_keys"]:
+            master_keys(read["master_keys"])  # a key that cannot be read fails here, not at first use
         if read["broker_url"] and "," in read["broker_url"]:
             broker_urls(read["broker_url"])  # a list that cannot be read fails here, not at connect
         settings = cls(**{key: value for key, value in read.items() if value is not None})
         return replace(settings, **overrides)
+
+
+def master_keys(text: str) -> MasterKeys:
+    """`ASSESSMENTS_MASTER_KEYS` read, or the development key when it is empty."""
+    if not text:
+        return MasterKeys.for_development()
+    try:
+        return MasterKeys.parse(text)
+    except ValueError as error:
+        raise ValueError(f"ASSESSMENTS_MASTER_KEYS: {error}") from None
 
 
 def broker_urls(broker_url: str) -> list[str]:

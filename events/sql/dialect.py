@@ -22,6 +22,7 @@ from sqlalchemy import Column, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from events.personal import PersonalData
 from events.sql.engine import driver_errors, libpq_url
 from events.sql.outbox import PostgresOutbox, SqlOutbox
 from events.sql.store import PostgresEventStore, SqlEventStore
@@ -38,8 +39,8 @@ class Portable:
     #: Whether the schema is made by the Alembic migrations (else from the models, at start).
     migrated = False
 
-    def event_store(self, engine: Engine) -> SqlEventStore:
-        return SqlEventStore(engine)
+    def event_store(self, engine: Engine, personal: PersonalData | None = None) -> SqlEventStore:
+        return SqlEventStore(engine, personal)
 
     def outbox(self, engine: Engine) -> SqlOutbox:
         return SqlOutbox(engine)
@@ -85,8 +86,8 @@ class Postgres(Portable):
 
     migrated = True
 
-    def event_store(self, engine: Engine) -> PostgresEventStore:
-        return PostgresEventStore(engine)
+    def event_store(self, engine: Engine, personal: PersonalData | None = None) -> PostgresEventStore:
+        return PostgresEventStore(engine, personal)
 
     def outbox(self, engine: Engine) -> PostgresOutbox:
         return PostgresOutbox(engine)

@@ -14,12 +14,13 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from events import codec
 from events.model import Event, Metadata, RecordedEvent, StoredEvent, utcnow, uuid7
+from events.personal import PersonalData
 from events.ports import ConcurrencyConflict, Reservation, ReservationRecord, ReservationTaken
 from events.sql.engine import autocommit, driver_connection
 from events.sql.tables import (
@@ -29,6 +30,7 @@ from events.sql.tables import (
     outbox_table,
     projection_pending_table,
     reservations_table,
+    subject_keys_table,
 )
 
 # The whole append is ONE statement (in psycopg's parameter style), run outside an explicit
@@ -54,12 +56,20 @@ _APPEND_SQL = """
     ), pending AS (
         INSERT INTO projection_pending (position, org_id, stream_id)
         SELECT position, %(org_id)s, %(stream_id)s FROM new
-    )
+    ){erasing}
     SELECT position, event_id, stream_version, recorded_at,
            CASE WHEN pg_try_advisory_xact_lock_shared(%(relay_idle_lock)s) THEN NULL
                 ELSE pg_notify(%(channel)s, '') END AS notified
     FROM new ORDER BY stream_version
     """
+
+_ERASING_CTE = """, erased AS (
+        DELETE FROM subject_keys WHERE subject_id = ANY(CAST(%(erasing)s AS uuid[]))
+    )"""
+#: An append that also destroys data subjects' keys (`events.personal`): its `CandidateErased`
+#: events and the erasure land together or not at all.
+_APPEND_ERASING_SQL = _APPEND_SQL.format(erasing=_ERASING_CTE)
+_APPEND_SQL = _APPEND_SQL.format(erasing="")
 
 #: "Key (scope, key)=(candidate_key, PST-ABCD-EFGH) already exists."
 _TAKEN = re.compile(r"=\((?P<scope>[^,]*), (?P<key>.*)\) already exists")
@@ -69,8 +79,10 @@ class SqlEventStore:
     """The event store on any SQLAlchemy database (SQLite in `assessments dev`): an append is
     one transaction of plain inserts. `PostgresEventStore` does the same in one statement."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, personal: PersonalData | None = None) -> None:
         self.engine = engine
+        #: Seals events' personal fields (`events.personal`); without it they are kept clear.
+        self.personal = personal
         #: For single statements (every read; the whole append on PostgreSQL): no BEGIN and
         #: ROLLBACK round trips around them, and on SQLite no write lock for a read.
         self.autocommit = autocommit(engine)
@@ -84,6 +96,7 @@ class SqlEventStore:
         events: Sequence[Event],
         metadata: Metadata,
         reservations: Sequence[Reservation] = (),
+        erasing: Sequence[uuid.UUID] = (),
     ) -> list[RecordedEvent]:
         if not events:
             return []
@@ -111,6 +124,10 @@ class SqlEventStore:
                     self._insert(conn, stream_id, expected_version + n, event, meta, now)
                     for n, event in enumerate(events, start=1)
                 ]
+                if erasing:
+                    conn.execute(
+                        delete(subject_keys_table).where(subject_keys_table.c.subject_id.in_(erasing))
+                    )
                 positions = [{"position": r.position} for r in recorded]
                 conn.execute(outbox_table.insert(), positions)
                 conn.execute(
@@ -128,8 +145,13 @@ class SqlEventStore:
             listener()
         return recorded
 
-    @staticmethod
-    def _insert(conn: Connection, stream_id, version: int, event: Event, meta: dict, now) -> RecordedEvent:
+    def _payload(self, event_id: uuid.UUID, event: Event) -> dict[str, Any]:
+        data = codec.encode(event)
+        return data if self.personal is None else self.personal.seal(event_id, event, data)
+
+    def _insert(
+        self, conn: Connection, stream_id, version: int, event: Event, meta: dict, now
+    ) -> RecordedEvent:
         event_id = uuid7()
         position = conn.execute(
             events_table.insert()
@@ -139,7 +161,7 @@ class SqlEventStore:
                 stream_version=version,
                 type=event.type_name,
                 schema_version=event.schema_version,
-                data=codec.encode(event),
+                data=self._payload(event_id, event),
                 metadata=meta,
                 recorded_at=now,
             )
@@ -165,6 +187,13 @@ class SqlEventStore:
             .where(events_table.c.stream_version > after_version)
             .order_by(events_table.c.stream_version)
         )
+        with self.autocommit.connect() as conn:
+            return [to_recorded(row) for row in conn.execute(query)]
+
+    def at_positions(self, positions: Sequence[int]) -> list[RecordedEvent]:
+        """These events as stored: the worker's source of what messages do not carry (personal
+        fields, sealed: `events.personal`)."""
+        query = select(events_table).where(events_table.c.position.in_(list(positions)))
         with self.autocommit.connect() as conn:
             return [to_recorded(row) for row in conn.execute(query)]
 
@@ -213,6 +242,7 @@ class PostgresEventStore(SqlEventStore):
         events: Sequence[Event],
         metadata: Metadata,
         reservations: Sequence[Reservation] = (),
+        erasing: Sequence[uuid.UUID] = (),
     ) -> list[RecordedEvent]:
         """Append after `expected_version`; the unique (stream, version) index turns a lost
         race into `ConcurrencyConflict`, never into an overwrite. Callers pass the version
@@ -222,16 +252,18 @@ class PostgresEventStore(SqlEventStore):
         meta = metadata.as_dict()
         # The rows travel as two JSON documents: far cheaper for the driver to send than one
         # array parameter per column.
-        new_events = [
-            {
-                "id": str(uuid7()),
-                "version": expected_version + n,
-                "type": event.type_name,
-                "schema_version": event.schema_version,
-                "data": codec.encode(event),
-            }
-            for n, event in enumerate(events, start=1)
-        ]
+        new_events = []
+        for n, event in enumerate(events, start=1):
+            event_id = uuid7()
+            new_events.append(
+                {
+                    "id": str(event_id),
+                    "version": expected_version + n,
+                    "type": event.type_name,
+                    "schema_version": event.schema_version,
+                    "data": self._payload(event_id, event),
+                }
+            )
         params = {
             "stream_id": stream_id,
             "org_id": metadata.org_id,
@@ -250,12 +282,13 @@ class PostgresEventStore(SqlEventStore):
             ),
             "channel": OUTBOX_CHANNEL,
             "relay_idle_lock": RELAY_IDLE_LOCK_ID,
+            "erasing": list(erasing),
         }
         try:
             # Static SQL on the bare driver connection: nothing for SQLAlchemy to do, and
             # psycopg prepares the statement after a few uses.
             with driver_connection(self.engine) as conn:
-                rows = conn.execute(_APPEND_SQL, params).fetchall()
+                rows = conn.execute(_APPEND_ERASING_SQL if erasing else _APPEND_SQL, params).fetchall()
         except IntegrityError as error:
             raise _translate(error, stream_id, expected_version, reservations) from error
         return [

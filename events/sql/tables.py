@@ -13,6 +13,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     Table,
@@ -93,3 +94,19 @@ RELAY_IDLE_LOCK_ID = 0x72656C79  # "rely"
 #: Taken shared by every transaction that applies events to the projections, and exclusively by
 #: a rebuild while it swaps its fresh tables in, so no worker writes to a table being replaced.
 SWAP_LOCK_ID = 0x70726F6A  # "proj"
+
+#: One data key per data subject (`events.personal`), wrapped by a master key. Deleting a row
+#: is the erasure: everything sealed under the key becomes unreadable. `lookup` finds an email's
+#: subject without keeping the email (a SHA-256 of the organisation and the normalised address;
+#: it goes with the row); it is null for a key's own subject.
+subject_keys_table = Table(
+    "subject_keys",
+    metadata,
+    Column("subject_id", Uuid, primary_key=True),
+    Column("org_id", Text, nullable=False),
+    Column("lookup", LargeBinary),
+    Column("master_key_id", Text, nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    UniqueConstraint("org_id", "lookup", name="subject_keys_lookup_key"),
+)

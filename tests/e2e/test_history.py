@@ -18,6 +18,7 @@ ISSUED_DATA = {
     "keyHint",
     "candidateEmail",
     "candidateName",
+    "subjectId",
     "orgName",
     "expiresAt",
     "issuedAt",

@@ -735,14 +735,15 @@ def test_the_relay_and_republish_publish_a_version_1_event_as_the_newest_version
     for _, properties, body in (relayed[1], republished[1]):
         envelope = json.loads(body)
         assert envelope["type"] == "CandidateKeyIssued"
-        assert envelope["schemaversion"] == CandidateKeyIssued.schema_version == 3
-        assert properties.headers["schema_version"] == 3
+        assert envelope["schemaversion"] == CandidateKeyIssued.schema_version == 4
+        assert properties.headers["schema_version"] == 4
         data = envelope["data"]
-        assert (data["candidateEmail"], data["candidateName"]) == (old.email, old.name)
-        assert not {"email", "name", "key"} & set(data)
+        # Stored in clear before sealing existed, published without the personal data.
+        assert not {"email", "name", "key", "candidateEmail", "candidateName"} & set(data)
         assert data["keyHint"] == key_hint(old.key)
         assert old.key.encode() not in body
-        assert messages.decode(body).event.candidate_email == old.email
+        assert old.email.encode() not in body and old.name.encode() not in body
+        assert messages.decode(body).event.candidate_email is None
     assert relayed[1][2] == republished[1][2]
 
 

@@ -77,7 +77,8 @@ class System:
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.database_url, pool_size=5)
-        self.store = bootstrap.event_store(self.engine)
+        #: Seals personal data like the API's store (`events.personal`).
+        self.store = bootstrap.event_store(self.engine, bootstrap.personal_data(self.settings, self.engine))
 
     def start_relay(self, broker_url: str | None = None, **options) -> Relay:
         relay = bootstrap.relay(self.settings, self.engine, broker_url, **{"poll_seconds": 0.2, **options})

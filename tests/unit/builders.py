@@ -11,6 +11,7 @@ from events.model import (
     AssessmentDeleted,
     CandidateConsented,
     CandidateDeviceChecked,
+    CandidateErased,
     CandidateKeyCompleted,
     CandidateKeyExpired,
     CandidateKeyIssued,
@@ -152,6 +153,11 @@ def one_of_each() -> list[Event]:
     ]
 
 
+def candidate_erased(org_id: str = "org-erasure") -> CandidateErased:
+    """The only event of a data subject's stream."""
+    return CandidateErased(subject_id=uuid.uuid4(), org_id=org_id, reason="request", erased_at=NOW)
+
+
 def webhook_endpoint_events(org_id: str = "org-webhooks") -> list[Event]:
     """An endpoint's stream holding each of its event types, in a valid order."""
     endpoint_id = uuid.uuid4()
@@ -183,13 +189,18 @@ def webhook_endpoint_events(org_id: str = "org-webhooks") -> list[Event]:
     ]
 
 
+_STREAM_IDS = ("assessment_id", "endpoint_id", "subject_id")
+
+
 def recorded(
     event: Event, stream_version: int, position: int | None = None, **metadata: Any
 ) -> RecordedEvent:
-    """`event` as the store would hold it, in its assessment's stream."""
+    """`event` as the store would hold it, in its stream (its assessment's, endpoint's or
+    data subject's)."""
+    stream_id = next(getattr(event, name) for name in _STREAM_IDS if hasattr(event, name))
     return RecordedEvent(
         event_id=uuid.uuid4(),
-        stream_id=getattr(event, "assessment_id", None) or event.endpoint_id,  # type: ignore[attr-defined]
+        stream_id=stream_id,
         stream_version=stream_version,
         position=stream_version if position is None else position,
         recorded_at=NOW,

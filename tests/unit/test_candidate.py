@@ -400,6 +400,7 @@ def test_a_consented_key_is_redeemed_into_a_new_session():
         CandidateKeyRedeemed(
             **of_key(key_event),
             session_id=session_id,
+            subject_id=key_event.key_id,  # a key without an email is its own data subject
             candidate_name="Ada L.",
             signing_public_key="P" * 43 + "=",
             redeemed_at=at,

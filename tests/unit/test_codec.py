@@ -13,9 +13,19 @@ import pytest
 from events import codec
 from events.codec import UndecodableEvent, UnknownEventType
 from events.model import EVENT_TYPES, AssessmentDeleted, CandidateKeyIssued, Event
-from tests.unit.builders import NOW, created, deleted, issued, one_of_each, webhook_endpoint_events
+from tests.unit.builders import (
+    NOW,
+    candidate_erased,
+    created,
+    deleted,
+    issued,
+    one_of_each,
+    webhook_endpoint_events,
+)
 
-SAMPLES = {type(event).type_name: event for event in [*one_of_each(), *webhook_endpoint_events()]}
+SAMPLES = {
+    type(event).type_name: event for event in [*one_of_each(), *webhook_endpoint_events(), candidate_erased()]
+}
 ID = uuid.UUID("0195f0c4-8d5e-7000-8000-000000000001")
 
 
@@ -229,8 +239,8 @@ def key_payload(version: int) -> tuple[CandidateKeyIssued, dict]:
     return event, data
 
 
-def test_candidate_key_issued_is_at_version_3():
-    assert CandidateKeyIssued.schema_version == 3
+def test_candidate_key_issued_is_at_version_4():
+    assert CandidateKeyIssued.schema_version == 4
     assert "key" not in codec.encode(issued(created()))
 
 

@@ -41,10 +41,10 @@ def test_a_key_of_a_stream_without_its_creation_cannot_be_mailed():
     of = created()
     key = issued(of)
     state = rebuild(of.assessment_id, [of, key])
-    assert invitation(state, key.key_id, "k", None).title == of.title
+    assert invitation(state, state.keys[key.key_id], "k", None).title == of.title
 
     with pytest.raises(AssertionError):
-        invitation(dataclasses.replace(state, created=None), key.key_id, "k", None)
+        invitation(dataclasses.replace(state, created=None), state.keys[key.key_id], "k", None)
 
 
 def test_a_json_list_decodes_to_a_tuple_and_none_stays_none():

@@ -71,7 +71,9 @@ def test_an_unknown_key_is_not_mailed():
 def test_the_mail_says_the_title_role_org_key_deadlines_and_how_to_redeem():
     first = created(time_limit_minutes=45)
     key = issued(first, org_name=None, candidate_name="Ada <b>")
-    found = invitation(state_of(first, key), key.key_id, "PST-ABCD-EFGH", "Acme Ltd")
+    found = invitation(
+        state_of(first, key), state_of(first, key).keys[key.key_id], "PST-ABCD-EFGH", "Acme Ltd"
+    )
 
     message = build_message(found, "Hiring <hiring@acme.test>")
 
@@ -89,7 +91,10 @@ def test_the_mail_says_the_title_role_org_key_deadlines_and_how_to_redeem():
 def test_the_key_s_own_org_name_wins_over_the_organisation_s():
     first = created()
     key = issued(first, org_name="Acme Recruiting")
-    assert invitation(state_of(first, key), key.key_id, "PST-X", "Acme Ltd").org_name == "Acme Recruiting"
+    assert (
+        invitation(state_of(first, key), state_of(first, key).keys[key.key_id], "PST-X", "Acme Ltd").org_name
+        == "Acme Recruiting"
+    )
 
 
 def test_the_message_id_is_the_same_for_a_key_every_time_and_differs_between_keys():

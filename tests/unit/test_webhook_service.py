@@ -456,7 +456,10 @@ def test_the_previous_secret_signs_beside_the_new_one_until_the_grace_period_end
     assert service.signing_secrets(rotated) == [new, old]
     clock.now = NOW + timedelta(hours=24) - timedelta(milliseconds=1)
     assert service.signing_secrets(rotated) == [new, old]
-    assert rotated.signing_secret_ids(clock.now) == [rotated.secrets[1].secret_id, rotated.secrets[0].secret_id]
+    assert rotated.signing_secret_ids(clock.now) == [
+        rotated.secrets[1].secret_id,
+        rotated.secrets[0].secret_id,
+    ]
     clock.now = NOW + timedelta(hours=24)
     assert service.signing_secrets(rotated) == [new]
     assert rotated.signing_secret_ids(clock.now) == [rotated.secrets[1].secret_id]
@@ -674,7 +677,11 @@ def test_a_rotation_that_lost_a_race_is_decided_again_on_the_newer_state(service
 
     assert state.version == 3
     assert [s.secret_id for s in state.secrets][:2] == [endpoint.secrets[0].secret_id, competing.secret_id]
-    assert [s.valid_until for s in state.secrets] == [NOW + timedelta(hours=1), NOW + timedelta(hours=24), None]
+    assert [s.valid_until for s in state.secrets] == [
+        NOW + timedelta(hours=1),
+        NOW + timedelta(hours=24),
+        None,
+    ]
     assert state == service.load(endpoint.id)
     assert service.signing_secrets(state) == [new, old]  # the competitor's secret has no reservation
 
@@ -829,7 +836,9 @@ def test_parse_url_messages():
 def test_parse_url_parts():
     assert parse_url("https://a.example.com/" + "x" * (MAX_URL - 22)).port == 443
     assert parse_url("https://a.example.com") == Target("https", "a.example.com", 443, "/")
-    assert parse_url("https://a.example.com:8443/p?q=1&r=2") == Target("https", "a.example.com", 8443, "/p?q=1&r=2")
+    assert parse_url("https://a.example.com:8443/p?q=1&r=2") == Target(
+        "https", "a.example.com", 8443, "/p?q=1&r=2"
+    )
     assert parse_url("http://a.example.com", True) == Target("http", "a.example.com", 80, "/")
     assert parse_url("https://a.example.com", True) == Target("https", "a.example.com", 443, "/")
     assert parse_url("http://localhost:3000/h", True) == Target("http", "localhost", 3000, "/h")
@@ -924,6 +933,7 @@ KEY_TYPES = {
     "CandidateKeyExpired",
 }
 ASSESSMENT_TYPES = {"AssessmentCreated", "AssessmentDeleted"}
+ERASURE_TYPES = {"CandidateErased"}
 
 
 @pytest.mark.parametrize(
@@ -934,10 +944,11 @@ ASSESSMENT_TYPES = {"AssessmentCreated", "AssessmentDeleted"}
         ("candidate_key.*", KEY_TYPES),
         ("candidate_key.#", KEY_TYPES),
         ("*.created", {"AssessmentCreated"}),
-        ("*.*", KEY_TYPES | ASSESSMENT_TYPES),
-        ("#", KEY_TYPES | ASSESSMENT_TYPES),
+        ("*.*", KEY_TYPES | ASSESSMENT_TYPES | ERASURE_TYPES),
+        ("#", KEY_TYPES | ASSESSMENT_TYPES | ERASURE_TYPES),
+        ("candidate.erased", ERASURE_TYPES),
         ("#.deleted", {"AssessmentDeleted"}),
-        ("#.#", KEY_TYPES | ASSESSMENT_TYPES),
+        ("#.#", KEY_TYPES | ASSESSMENT_TYPES | ERASURE_TYPES),
         ("assessment.#.created", {"AssessmentCreated"}),
         ("#.assessment.created", {"AssessmentCreated"}),
         ("assessment.created.#", {"AssessmentCreated"}),

@@ -37,7 +37,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from events import aggregate
 from events import invitations as rules
+from events.candidate import CandidateKey
 from events.model import CandidateKeyIssued, RecordedEvent, utcnow
+from events.personal import PersonalData, has_email, revealed
 from events.ports import EventStore
 from events.service import KEY_SCOPE
 from events.sql.invitations import Claim, Invitations
@@ -80,9 +82,12 @@ class InvitationMailer:
         mail_from: str,
         max_attempts: int = 50,
         clock: Callable[[], datetime] = utcnow,
+        personal: PersonalData | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
+        #: Reveals the address (events and messages hold none readable: `events.personal`).
+        self.personal = personal
         self.invitations = invitations
         self.sender = sender
         self.mail_from = mail_from
@@ -103,7 +108,7 @@ class InvitationMailer:
 
     def _on_event(self, recorded: RecordedEvent, dead_letter: DeadLetter) -> Outcome:
         event = recorded.event
-        if not isinstance(event, CandidateKeyIssued) or not event.candidate_email:
+        if not isinstance(event, CandidateKeyIssued) or not has_email(event):
             return Outcome(IGNORED)
         claim = self.invitations.record_and_claim(event.key_id, event.assessment_id, event.org_id)
         if claim is None:
@@ -138,6 +143,9 @@ class InvitationMailer:
         state = aggregate.rebuild(assessment_id, (r.event for r in history))
         issued = _issued(history, claim.key_id)
         reason = rules.why_not_mailed(state, claim.key_id, self.clock())
+        recipient = self._revealed(state.keys[claim.key_id]) if not reason else None
+        if reason is None and recipient is None:
+            reason = rules.CANDIDATE_ERASED
         key = self.store.reserved_values(KEY_SCOPE, [claim.key_id]).get(claim.key_id) if not reason else None
         if reason is None and key is None:
             reason = rules.KEY_UNKNOWN
@@ -147,7 +155,7 @@ class InvitationMailer:
             log.info("invitation for key %s skipped: %s", claim.key_id, reason)
             return Outcome(SKIPPED, claim.key_id, reason)
         org_name = state.keys[claim.key_id].org_name or self._organisation_name(state.org_id or "")
-        invitation = rules.invitation(state, claim.key_id, key, org_name)
+        invitation = rules.invitation(state, recipient, key, org_name)
         message = build_message(invitation, self.mail_from)
         started = time.perf_counter()
         try:
@@ -165,6 +173,14 @@ class InvitationMailer:
         metrics.mails_sent.inc()
         log.info("invitation for key %s sent (attempt %d)", claim.key_id, claim.attempts)
         return Outcome(SENT, claim.key_id)
+
+    def _revealed(self, issued: CandidateKey) -> CandidateKey | None:
+        """The key's record with its email and name readable; None once its candidate was
+        erased. Read when the mail is sent, never kept."""
+        if self.personal is None:
+            return issued if issued.subject_id is None else None
+        key, erased = revealed(self.personal.reader([issued.subject_id]), issued)
+        return None if erased or not key.candidate_email else key
 
     def _organisation_name(self, org_id: str) -> str | None:
         """Remembered per process: no command renames an organisation, and asking cost a

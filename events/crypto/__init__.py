@@ -1,0 +1,1 @@
+"""AES-256-GCM for personal data (`events.personal`), from the `cryptography` package."""

@@ -82,7 +82,7 @@ def message_for(routing_key: str) -> dict[str, Any]:
 
 def sample_envelopes() -> dict[str, dict[str, Any]]:
     """One well-formed envelope of each type, as `messages.envelope` builds it."""
-    events = [*builders.one_of_each(), *builders.webhook_endpoint_events()]
+    events = [*builders.one_of_each(), *builders.webhook_endpoint_events(), builders.candidate_erased()]
     return {
         event.type_name: messages.envelope(builders.recorded(event, version, **_metadata(event)))
         for version, event in enumerate(events, start=1)
@@ -136,7 +136,10 @@ def test_every_event_type_has_a_channel_and_a_message_in_the_asyncapi_document(t
 
 @pytest.mark.parametrize("type_name", sorted(EVENT_TYPES))
 def test_every_field_is_in_the_asyncapi_data_schema_which_allows_nothing_else(type_name):
-    fields = fields_of(EVENT_TYPES[type_name])
+    """Every field but the personal ones, which no message carries (`events.personal`)."""
+    cls = EVENT_TYPES[type_name]
+    personal = {codec.camel(name) for name in cls.personal}
+    fields = {name: nullable for name, nullable in fields_of(cls).items() if name not in personal}
 
     data = resolve(message_for(EVENT_TYPES[type_name].routing_key)["payload"]["properties"]["data"])
 
@@ -216,7 +219,7 @@ def test_the_documented_schemas_refuse_a_message_that_breaks_the_contract(type_n
 def test_the_schema_refuses_the_version_1_names_of_a_key_event():
     envelope = sample_envelopes()["CandidateKeyIssued"]
     data = envelope["data"]
-    data["email"], data["name"] = data.pop("candidateEmail"), data.pop("candidateName")
+    data["email"], data["name"] = "ada@example.com", "Ada"
 
     with pytest.raises(jsonschema.ValidationError):
         validator("components/messages/CandidateKeyIssued/payload").validate(envelope)
@@ -307,6 +310,7 @@ def run_workload(system, receiver: Receiver) -> Workload:
             orgName="Acme",
         )
         anonymous = issue_keys(client, bare["id"], count=2)
+        assert client.delete("/v1/candidates", params={"email": "alan@example.com"}).status_code == 200
         assert client.delete(f"/v1/assessments/{bare['id']}/keys/{anonymous[0]['id']}").status_code == 200
         assert client.delete(f"/v1/assessments/{full['id']}").status_code == 200
 
@@ -323,7 +327,12 @@ def run_workload(system, receiver: Receiver) -> Workload:
         assert completed.status_code == 200, completed.text
     # past the untouched key's expiry (2 days) and so past the lapsing session's deadline (60 min)
     system.clock.advance(days=2, seconds=1)
-    awaited = {"CandidateKeyRevoked": 1 + 2, "CandidateKeyExpired": 2, "WebhookEndpointDisabled": 1}
+    awaited = {
+        "CandidateKeyRevoked": 1 + 2,
+        "CandidateKeyExpired": 2,
+        "WebhookEndpointDisabled": 1,
+        "CandidateErased": 1,
+    }
     return Workload(awaited, secrets, session_id, webhook_secrets)
 
 
@@ -433,8 +442,17 @@ def test_every_published_message_validates_against_its_documented_schema(system)
         assert properties.delivery_mode == 2
         seen.setdefault(name, []).append(envelope)
     assert set(seen) == set(EVENT_TYPES)
-    emails = {e["data"]["candidateEmail"] for e in seen["CandidateKeyIssued"]}
-    assert None in emails and "ada@example.com" in emails
+    for envelopes in seen.values():  # no personal data: ids only (`events.personal`)
+        assert not {"candidateEmail", "candidateName"} & {key for e in envelopes for key in e["data"]}
+    for _, _, body in published:
+        for personal in (b"ada@example.com", b"alan@example.com", b"Grace Hopper"):
+            assert personal not in body
+    issued_to = {
+        e["data"]["subjectId"] != e["data"]["keyId"]
+        for e in seen["CandidateKeyIssued"]
+        if e["data"]["subjectId"]
+    }
+    assert issued_to == {True}  # keys issued to an email belong to the email's subject
     reasons = {(e["data"]["reason"], e["causationid"] is None) for e in seen["CandidateKeyRevoked"]}
     assert reasons == {("revoked", True), ("assessment_deleted", False)}
     expiries = {(e["data"]["reason"], e["data"]["sessionId"]) for e in seen["CandidateKeyExpired"]}
@@ -442,8 +460,8 @@ def test_every_published_message_validates_against_its_documented_schema(system)
     assert len(seen["CandidateKeyExpired"]) == 2  # each recorded once
     assert len(seen["CandidateSessionResumed"]) == 1
     assert sorted(e["data"]["changed"] for e in seen["CandidateDeviceChecked"]) == [False, False, True]
-    names = {e["data"]["candidateName"] for e in seen["CandidateKeyRedeemed"]}
-    assert names == {"Grace Hopper", None}
+    named_redeems = {e["data"]["subjectId"] is not None for e in seen["CandidateKeyRedeemed"]}
+    assert named_redeems == {True, False}  # "Grace Hopper" is sealed under the key's own subject
     assert_no_secrets(published, workload.secrets)
     for _, properties, body in published:
         text = body.decode("utf-8") + json.dumps(properties.headers)

@@ -99,10 +99,11 @@ class PostgresPair:
             pair.remove()
 
     def url(self, database: str) -> str:
-        """The SQLAlchemy URL of `database` on whichever of the two accepts writes."""
+        """`ASSESSMENTS_DATABASE_URL` of `database` on whichever of the two accepts writes,
+        written as the README shows it: the primary first, then the standby."""
         return (
-            f"postgresql+psycopg://postgres@/{database}?host=127.0.0.1:{self.primary.port}"
-            f"&host=127.0.0.1:{self.standby.port}&target_session_attrs=read-write"
+            f"postgresql+psycopg://postgres@/{database}?host=127.0.0.1:{self.primary.port},"
+            f"127.0.0.1:{self.standby.port}&target_session_attrs=read-write"
         )
 
     # --- what a test does to it ------------------------------------------------------------

@@ -146,6 +146,12 @@ def database_url(url: str) -> str:
     host name; that list is rewritten into SQLAlchemy's own form, `?host=h1:p1&host=h2:p2`.
     SQLAlchemy's other form (`?host=h1,h2&port=p1,p2`) and any single host pass unchanged."""
     parts = urlsplit(url)
+    hostport = parts.netloc.rpartition("@")[2]
+    if "," in hostport and ":" in hostport:
+        raise ValueError(
+            "ASSESSMENTS_DATABASE_URL: list several hosts with their ports in the query string "
+            "(postgresql+psycopg://user@/database?host=h1:p1,h2:p2), not before the database name"
+        )
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     hosts = [value for key, value in pairs if key == "host"]
     if len(hosts) != 1 or "," not in hosts[0] or ":" not in hosts[0]:

@@ -213,10 +213,17 @@ def test_a_libpq_style_host_list_is_rewritten_into_sqlalchemys_form():
     assert Settings.from_env({"ASSESSMENTS_DATABASE_URL": libpq_style}).database_url == PAIR
 
 
-@pytest.mark.parametrize("query", ["host=db1:5432,db2:5433&port=5432", "host=db1:5432,,db2:5433"])
-def test_a_host_list_that_cannot_be_read_is_refused_when_the_settings_are_read(query: str):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@/assess?host=db1:5432,db2:5433&port=5432",
+        "postgresql+psycopg://postgres@/assess?host=db1:5432,,db2:5433",
+        "postgresql+psycopg://postgres@db1:5432,db2:5433/assess",
+    ],
+)
+def test_a_host_list_that_cannot_be_read_is_refused_when_the_settings_are_read(url: str):
     with pytest.raises(ValueError, match="ASSESSMENTS_DATABASE_URL"):
-        Settings.from_env({"ASSESSMENTS_DATABASE_URL": f"postgresql+psycopg://postgres@/assess?{query}"})
+        Settings.from_env({"ASSESSMENTS_DATABASE_URL": url})
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ them; README, "PostgreSQL failover").
 The two servers are the test's own (`tests.support.postgres_pair`): clusters made with initdb
 and pg_basebackup on ports and in a folder of their own, removed afterwards; the machine's own
 PostgreSQL is never touched. The partition drops the packets of the test's primary's port only
-(nftables, root: `tests.support.netfilter`, as the outage tests do). About 10 s killed, 20 s
+(nftables, root: `tests.support.netfilter`, as the outage tests do). About 5 s killed, 15 s
 partitioned. Skipped, saying so, without the PostgreSQL server binaries.
 """
 

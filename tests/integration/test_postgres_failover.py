@@ -163,7 +163,7 @@ def test_the_primary_is_lost_under_load_the_standby_is_promoted_and_nothing_ackn
         with Load(system.api.url, token) as load:
             wait_for(lambda: load.count(201) >= 30, 20, "creates acknowledged by the primary")
 
-            killed = time.monotonic()
+            lost = time.monotonic()
             if how == "killed":
                 pair.kill_primary()
             else:
@@ -186,7 +186,7 @@ def test_the_primary_is_lost_under_load_the_standby_is_promoted_and_nothing_ackn
         first_back = min(a.answered for a in answers if a.status == 201 and a.sent > dead)
         slowest = max(a.answered - a.sent for a in answers)
         print(
-            f"\nPostgreSQL failover, primary {how}: lost -> first 201 {first_back - killed:.2f} s; "
+            f"\nPostgreSQL failover, primary {how}: lost -> first 201 {first_back - lost:.2f} s; "
             f"promote command -> first 201 {first_back - promoting:.2f} s "
             f"(promotion itself {promoted - promoting:.2f} s; the test waited "
             f"{promoting - dead:.2f} s with no primary); "

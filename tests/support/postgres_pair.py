@@ -89,7 +89,12 @@ class PostgresPair:
         pair = cls(folder, bin_dir)
         try:
             if pair._as_postgres:
-                user = pwd.getpwnam("postgres")
+                try:
+                    user = pwd.getpwnam("postgres")
+                except KeyError:
+                    raise RuntimeError(
+                        "PostgreSQL refuses to run as root, and there is no postgres user"
+                    ) from None
                 os.chown(folder, user.pw_uid, user.pw_gid)
             pair._start_primary()
             pair._start_standby()

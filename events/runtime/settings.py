@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from events.crypto.cipher import MasterKeys
 
@@ -145,6 +145,8 @@ class Settings:
         }
         if read["master_keys"]:
             master_keys(read["master_keys"])  # a key that cannot be read fails here, not at first use
+        if read["database_url"]:
+            read["database_url"] = database_url(read["database_url"])
         if read["broker_url"] and "," in read["broker_url"]:
             broker_urls(read["broker_url"])  # a list that cannot be read fails here, not at connect
         settings = cls(**{key: value for key, value in read.items() if value is not None})
@@ -159,6 +161,36 @@ def master_keys(text: str) -> MasterKeys:
         return MasterKeys.parse(text)
     except ValueError as error:
         raise ValueError(f"ASSESSMENTS_MASTER_KEYS: {error}") from None
+
+
+def database_url(url: str) -> str:
+    """`ASSESSMENTS_DATABASE_URL` as SQLAlchemy reads it. A primary and its standbys may be
+    listed the way libpq lists them, `?host=h1:p1,h2:p2`, which SQLAlchemy would take for one
+    host name; that list is rewritten into SQLAlchemy's own form, `?host=h1:p1&host=h2:p2`.
+    SQLAlchemy's other form (`?host=h1,h2&port=p1,p2`) and any single host pass unchanged."""
+    parts = urlsplit(url)
+    hostport = parts.netloc.rpartition("@")[2]
+    if "," in hostport and ":" in hostport:
+        raise ValueError(
+            "ASSESSMENTS_DATABASE_URL: list several hosts with their ports in the query string "
+            "(postgresql+psycopg://user@/database?host=h1:p1,h2:p2), not before the database name"
+        )
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    hosts = [value for key, value in pairs if key == "host"]
+    if len(hosts) != 1 or "," not in hosts[0] or ":" not in hosts[0]:
+        return url
+    if any(key == "port" for key, _ in pairs):
+        raise ValueError(
+            "ASSESSMENTS_DATABASE_URL: give each host its port (host=h1:p1,h2:p2) "
+            "or list the ports apart (host=h1,h2&port=p1,p2), not both"
+        )
+    items = [item.strip() for item in hosts[0].split(",")]
+    if not all(items):
+        raise ValueError(f"ASSESSMENTS_DATABASE_URL: an empty item in host={hosts[0]!r}")
+    query = []
+    for key, value in pairs:
+        query.extend([("host", item) for item in items] if key == "host" else [(key, value)])
+    return urlunsplit(parts._replace(query=urlencode(query, safe=":/,")))
 
 
 def broker_urls(broker_url: str) -> list[str]:

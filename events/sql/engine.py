@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
@@ -176,10 +177,14 @@ def ensure_database(database_url: str) -> bool:
 
 
 def libpq_url(engine: Engine) -> str:
-    """The engine's URL for a plain psycopg connection (LISTEN, COPY, named cursors), with
-    the same `CONNECTION_TIMEOUTS`."""
-    url = with_timeouts(engine.url.set(drivername="postgresql"))
-    return url.render_as_string(hide_password=False)
+    """The engine's connection for a plain psycopg connection (LISTEN, COPY, named cursors),
+    with the same `CONNECTION_TIMEOUTS`: a libpq conninfo string made by the dialect, as the
+    engine's own connections are, so that every host of a multi-host URL
+    (`?host=h1:p1&host=h2:p2`, which libpq cannot read as a URL) and its
+    `target_session_attrs` reach libpq."""
+    _, params = engine.dialect.create_connect_args(with_timeouts(engine.url))
+    params.pop("context", None)  # the psycopg dialect's adapters, not a connection parameter
+    return psycopg.conninfo.make_conninfo("", **params)
 
 
 def _sqlite_engine(database_url: str) -> Engine:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from events.runtime.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL, Settings, broker_urls
+from events.runtime.settings import (
+    DEFAULT_BROKER_URL,
+    DEFAULT_DATABASE_URL,
+    Settings,
+    broker_urls,
+    database_url,
+)
 
 ENV = {
     "ASSESSMENTS_DATABASE_URL": "postgresql+psycopg://root@db.internal:5432/assess",
@@ -182,6 +188,64 @@ def test_connection_parameters_give_one_set_per_node_with_the_same_timeouts():
         ("rabbit3", 5673, "assess", "u"),
     ]
     assert {(n.heartbeat, n.connection_attempts, n.socket_timeout) for n in nodes} == {(30, 1, 5)}
+
+
+PAIR = "postgresql+psycopg://postgres@/assess?host=db1:5432&host=db2:5433&target_session_attrs=read-write"
+
+
+def test_one_database_host_and_sqlalchemys_multi_host_forms_pass_unchanged():
+    for url in (
+        DEFAULT_DATABASE_URL,
+        PAIR,
+        "postgresql+psycopg://postgres@/assess?host=db1,db2&port=5432,5433",
+        "postgresql+psycopg://postgres@/assess?host=db1:5432",
+        "postgresql+psycopg://postgres@/assess?host=/var/run/postgresql",
+    ):
+        assert database_url(url) == url
+        assert Settings.from_env({"ASSESSMENTS_DATABASE_URL": url}).database_url == url
+
+
+def test_a_libpq_style_host_list_is_rewritten_into_sqlalchemys_form():
+    libpq_style = (
+        "postgresql+psycopg://postgres@/assess?host=db1:5432,db2:5433&target_session_attrs=read-write"
+    )
+    assert database_url(libpq_style) == PAIR
+    assert Settings.from_env({"ASSESSMENTS_DATABASE_URL": libpq_style}).database_url == PAIR
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@/assess?host=db1:5432,db2:5433&port=5432",
+        "postgresql+psycopg://postgres@/assess?host=db1:5432,,db2:5433",
+        "postgresql+psycopg://postgres@db1:5432,db2:5433/assess",
+    ],
+)
+def test_a_host_list_that_cannot_be_read_is_refused_when_the_settings_are_read(url: str):
+    with pytest.raises(ValueError, match="ASSESSMENTS_DATABASE_URL"):
+        Settings.from_env({"ASSESSMENTS_DATABASE_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        PAIR,
+        "postgresql+psycopg://postgres@/assess?host=db1,db2&port=5432,5433&target_session_attrs=read-write",
+    ],
+)
+def test_every_connection_of_a_multi_host_url_lists_every_host_with_the_same_timeouts(url: str):
+    """The pooled connections and the plain psycopg ones (LISTEN, COPY) alike."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from events.sql.engine import CONNECTION_TIMEOUTS, libpq_url, make_engine, with_timeouts
+
+    engine = make_engine(url)
+    _, pooled = engine.dialect.create_connect_args(with_timeouts(engine.url))
+    plain = conninfo_to_dict(libpq_url(engine))
+    for params in (pooled, plain):
+        assert (params["host"], params["port"]) == ("db1,db2", "5432,5433")
+        assert params["target_session_attrs"] == "read-write"
+        assert {key: params[key] for key in CONNECTION_TIMEOUTS} == CONNECTION_TIMEOUTS
 
 
 def test_queue_arguments_by_type():

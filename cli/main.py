@@ -23,6 +23,7 @@ from cli import bootstrap
 from cli.progress import Progress
 from cli.supervisor import run_service
 from events.disclosure import InvalidDisclosure
+from events.model import Metadata
 from events.rabbitmq.broker import BrokerMisconfigured
 from events.rabbitmq.republish import republish, select_events
 from events.runtime import logs, metrics
@@ -32,6 +33,7 @@ from events.sql.engine import ensure_database, is_embedded
 from events.tenancy import IssuedToken
 from projections import default_projections
 from projections.rebuild import RebuildRunning, rebuild
+from projections.seal import seal_clear_events
 
 log = logging.getLogger("assessments")
 
@@ -222,6 +224,44 @@ def projections_rebuild(settings: Settings, name: str | None, rebuild_all: bool,
         click.echo(f"  {table}: {rebuilt} rows only in the rebuilt view, {live} only in the live one")
     if report.differences:
         sys.exit(1)
+
+
+@main.group()
+def candidates() -> None:
+    """Candidates' personal data: erasure, the master key, sealing old events."""
+
+
+@candidates.command("erase")
+@click.argument("email")
+@click.option("--org", "org_id", required=True, help="The organisation whose candidate this is.")
+@click.pass_obj
+def candidates_erase(settings: Settings, email: str, org_id: str) -> None:
+    """Erase a candidate: their email and name become unreadable everywhere, for good."""
+    engine = bootstrap.admin_engine(settings)
+    erasure = bootstrap.erasure(settings, engine, bootstrap.event_store(engine))
+    erased = erasure.erase_email(org_id, email, Metadata(org_id, "cli:candidates erase"))
+    click.echo(f"erased {erased} data subject(s)" if erased else "nothing (left) to erase")
+
+
+@candidates.command("rotate-master-key")
+@click.pass_obj
+def candidates_rotate_master_key(settings: Settings) -> None:
+    """Re-wrap every data key with the current (first) master key; the events are not touched.
+    Afterwards the older master keys can be removed from ASSESSMENTS_MASTER_KEYS."""
+    vault = bootstrap.personal_data(settings, bootstrap.admin_engine(settings))
+    rewrapped = vault.rotate()
+    click.echo(f"re-wrapped {rewrapped} data key(s) with master key {vault.master_keys.current.key_id!r}")
+
+
+@candidates.command("seal")
+@click.pass_obj
+def candidates_seal(settings: Settings) -> None:
+    """Seal the emails and names of events stored before sealing existed (run once after
+    upgrading); their keys' views are folded again."""
+    engine = bootstrap.admin_engine(settings)
+    vault = bootstrap.personal_data(settings, engine)
+    sealed = seal_clear_events(engine, bootstrap.event_store(engine, vault), vault)
+    click.echo(f"sealed {sealed} event(s)")
 
 
 @main.group("events")

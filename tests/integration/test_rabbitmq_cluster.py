@@ -20,6 +20,7 @@ import threading
 import pytest
 
 from cli import bootstrap
+from events.rabbitmq.broker import ensure_topology
 from tests.integration.helpers import (
     assert_projected_exactly,
     candidates,
@@ -127,4 +128,37 @@ def test_the_node_leading_the_worker_queue_dies_under_load_and_nothing_is_lost(
         stop_writing.set()
         if writer is not None:
             writer.join(30)
+        system.stop()
+
+
+def test_a_relay_whose_first_publish_meets_the_dead_leader_gets_through_on_a_new_channel(
+    cluster: LocalCluster, make_settings
+):
+    """The relay connects to a survivor right after the node leading the queue died, while
+    the queue's record still names that node: RabbitMQ nacks every publish of that first
+    channel for as long as it lives (see `events.rabbitmq.relay.PublishesNacked`). The relay
+    gives such a channel up and is through on a later one within seconds."""
+    settings = make_settings(broker_url=cluster.url)
+    first, *survivors = cluster.nodes
+    ensure_topology(first.url, settings.exchange, settings.worker_queue, settings.queue_type)
+    assert cluster.queue_leader(settings.worker_queue) == first.name
+    system = System(settings)
+    try:
+        service = bootstrap.assessment_service(system.engine, system.store)
+        org_id = new_org_id()
+        for n in range(50):
+            create(service, org_id, f"Waiting in the outbox {n}")
+        assert outbox_count(system.engine) == 50
+
+        cluster.kill(first)
+        survivors_url = ",".join(node.url for node in survivors)
+        system.start_relay(broker_url=survivors_url)
+        system.start_worker(broker_url=survivors_url)
+
+        wait_until_quiet(system.engine, timeout=60)  # published through the survivors, and applied
+        assert_projected_exactly(system.engine)
+        assert cluster.queue_leader(settings.worker_queue) in {node.name for node in survivors}
+        for part in (system.relay, system.worker):
+            assert part.thread.is_alive(), f"{part.thread.name} ended: {part.error!r}"
+    finally:
         system.stop()

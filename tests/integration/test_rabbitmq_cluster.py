@@ -76,10 +76,8 @@ def test_the_node_leading_the_worker_queue_dies_under_load_and_nothing_is_lost(
         # queue was declared and so where its leader is (RabbitMQ's client-local locator).
         leader = cluster.queue_leader(settings.worker_queue)
         assert leader == cluster.nodes[0].name
-        members = cluster.ctl(
-            cluster.node(leader), "list_queues", "-q", "--no-table-headers", "name", "members"
-        )
-        assert all(node.name in members for node in cluster.nodes), members
+        members, online = cluster.queue_replicas(settings.worker_queue)
+        assert members == online == {node.name for node in cluster.nodes}, (members, online)
 
         def write() -> None:
             try:
@@ -142,6 +140,8 @@ def test_a_relay_whose_first_publish_meets_the_dead_leader_gets_through_on_a_new
     first, *survivors = cluster.nodes
     ensure_topology(first.url, settings.exchange, settings.worker_queue, settings.queue_type)
     assert cluster.queue_leader(settings.worker_queue) == first.name
+    members, online = cluster.queue_replicas(settings.worker_queue)
+    assert members == online == {node.name for node in cluster.nodes}, (members, online)
     system = System(settings)
     try:
         service = bootstrap.assessment_service(system.engine, system.store)

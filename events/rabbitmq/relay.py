@@ -10,6 +10,10 @@ each batch from the head of the outbox keeps per-stream order and never skips a 
 that committed late; a crash between confirm and delete only causes a duplicate, which every
 consumer tolerates (delivery is at-least-once).
 
+A batch the broker nacked (any message of it) ends the session: the relay removes what was
+confirmed, and starts over on a new connection and channel after the usual backoff (see
+`PublishesNacked` for why a new channel, and not just a retry on the old one).
+
 The bookkeeping of the batches (what awaits a confirm, what to remove, when to read next) is
 `events.rabbitmq.batching`; this module drives it from pika's callbacks and the outbox.
 """
@@ -36,6 +40,23 @@ from events.runtime.reconnect import keep_running
 from events.sql.outbox import OutboxListener, PostgresOutbox
 
 log = logging.getLogger(__name__)
+
+
+class PublishesNacked(Exception):
+    """The broker nacked events of a batch: worth a new session, never a retry on the channel.
+
+    A quorum queue nacks while it cannot take a message (no leader; a full queue with
+    `reject-publish`), and a new channel is what gets past the one case that lasts. RabbitMQ
+    (3.10 at least) pins a channel to the leader the queue's record names when that channel
+    first publishes to the queue; if that leader's node is down (it died and the new leader
+    has not been recorded yet, about a second), the channel's publishes to the queue are nacked
+    for as long as the channel lives, though the queue has a new leader that a new channel
+    reaches at once. Ending the session also spaces the retries out (the backoff) instead of
+    publishing the same nacked batch again every batch interval."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the broker nacked {count} events; they stay in the outbox for a new channel")
+        self.count = count
 
 
 class Relay:
@@ -70,6 +91,7 @@ class Relay:
         self._channel = None
         self._listener: OutboxListener | None = None
         self._failure: Exception | None = None
+        self._nacked = 0  # in the batch in flight; any ends the session once the batch settles
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -131,6 +153,7 @@ class Relay:
         self._connection = None
         self._channel = None
         self._batching.reset()
+        self._nacked = 0
         self._idle = False
 
     def _close(self) -> None:
@@ -148,13 +171,15 @@ class Relay:
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_connection_error(self, connection: SelectConnection, error: Exception) -> None:
-        self._failure = error if isinstance(error, Exception) else RuntimeError(str(error))
+        if self._failure is None:  # else the close that follows it, which says less
+            self._failure = error if isinstance(error, Exception) else RuntimeError(str(error))
         # Stop on the next turn of the loop, after pika has finished closing the socket.
         connection.ioloop.call_later(0, connection.ioloop.stop)
 
     def _on_channel_open(self, channel) -> None:
         self._channel = channel
         self._batching.reset()  # a new channel numbers its messages from 1 again
+        self._nacked = 0
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_returned)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
@@ -167,7 +192,7 @@ class Relay:
         log.info("relay publishing to %s", self.exchange)
 
     def _on_channel_closed(self, _channel, reason: Exception) -> None:
-        if not self._stop.is_set():
+        if not self._stop.is_set() and self._failure is None:
             log.warning("relay channel closed: %r", reason)
             self._failure = reason
         self._close()
@@ -246,7 +271,7 @@ class Relay:
         if self._batching.waiting:
             return  # the batch in flight, or the linger, ends by coming back here
         published = self._batching.start_read()
-        channel_open = self._channel is not None and self._channel.is_open
+        channel_open = self._channel is not None and self._channel.is_open and not self._nacked
         try:
             positions = [recorded.position for recorded in published]
             batch = self.outbox.advance(positions, self.batch_size if channel_open else 0)
@@ -289,6 +314,7 @@ class Relay:
         for recorded, seconds in self._batching.confirm(method.delivery_tag, method.multiple, ack):
             metrics.relay_confirm_seconds.observe(seconds)
             if not ack:
+                self._nacked += 1
                 log.warning(
                     "broker nacked event %s (outbox position %s); it stays for a retry; correlation %s",
                     recorded.event_id,
@@ -297,7 +323,17 @@ class Relay:
                     extra=_about(recorded),
                 )
         if self._batching.batch_settled:
-            self._finish_batch()
+            if self._nacked:
+                self._end_after_nacks()
+            else:
+                self._finish_batch()
+
+    def _end_after_nacks(self) -> None:
+        """Remove what the broker confirmed (so it is not sent twice), then end the session."""
+        self._batching.end_linger()  # a notification may have started one meanwhile
+        self._publish_batch()  # with nacks on this channel it reads nothing more
+        self._failure = PublishesNacked(self._nacked)
+        self._close()
 
     def _finish_batch(self) -> None:
         """Read on at once after a full batch, else a batch interval after the last read
@@ -326,7 +362,9 @@ class Relay:
 
 
 def _recoverable(error: BaseException) -> bool:
-    return broker.is_recoverable(error) or isinstance(error, psycopg.OperationalError | SQLAlchemyError)
+    return broker.is_recoverable(error) or isinstance(
+        error, PublishesNacked | psycopg.OperationalError | SQLAlchemyError
+    )
 
 
 def _about(recorded: StoredEvent) -> dict:

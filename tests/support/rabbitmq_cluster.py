@@ -133,6 +133,17 @@ class LocalCluster:
                 return parts[2]
         raise AssertionError(f"no queue {queue} on the cluster: {listed}")
 
+    def queue_replicas(self, queue: str, via: Node | None = None) -> tuple[set[str], set[str]]:
+        """The nodes quorum queue `queue` has a member on, and which of those are online. A
+        queue declared while a node was not yet in the cluster has no member there."""
+        via = via or self.running()[0]
+        listed = self.ctl(via, "list_queues", "-q", "--no-table-headers", "name", "members", "online")
+        for line in listed.splitlines():
+            name, members, online = line.split("\t")
+            if name == queue:
+                return _node_list(members), _node_list(online)
+        raise AssertionError(f"no queue {queue} on the cluster: {listed}")
+
     def kill(self, node: Node) -> None:
         """A node failure: the node's processes die at once (SIGKILL), nothing said to anyone."""
         assert node.process is not None
@@ -238,3 +249,8 @@ class LocalCluster:
             with contextlib.suppress(Exception):
                 node.process.wait(10)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _node_list(listed: str) -> set[str]:
+    """`[a@localhost, b@localhost]`, as `rabbitmqctl list_queues` prints a list of nodes."""
+    return {name.strip() for name in listed.strip().strip("[]").split(",") if name.strip()}

@@ -39,7 +39,7 @@ from api.schemas import (
 from events import codec
 from events.aggregate import Assessment, AssessmentDetails, CandidateKey, CandidateRefused, issued_key
 from events.model import AssessmentCreated, RecordedEvent
-from events.personal import SubjectKeys, revealed, revealed_event, subjects_in
+from events.personal import NO_KEYS, SubjectKeys, revealed, revealed_event, subjects_in
 from events.service import Idempotency
 from projections import queries
 
@@ -228,13 +228,16 @@ def _key_view(row: CandidateKey, key: str | None, erased: bool = False) -> dict[
 
 
 def _subject_keys(subject_ids: set[uuid.UUID], conn: Connection | None = None) -> SubjectKeys:
-    return services().assessments.personal.reader(subject_ids, conn)
+    personal = services().assessments.personal
+    return NO_KEYS if personal is None else personal.reader(subject_ids, conn)
 
 
-def _revealed_views(listed: list[queries.ListedKey], conn: Connection) -> list[dict[str, Any]]:
-    """The keys as the projection holds them (personal fields sealed), revealed with one read
-    of their subjects' data keys."""
-    keys = _subject_keys(subjects_in(item.row for item in listed), conn)
+def _revealed_views(listed: list[queries.ListedKey]) -> list[dict[str, Any]]:
+    """The keys as the projection holds them (personal fields sealed), revealed with their
+    subjects' data keys, which the list's own query read."""
+    personal = services().assessments.personal
+    found = {item.row.subject_id: item.wrapped for item in listed if item.row.subject_id is not None}
+    keys = NO_KEYS if personal is None else personal.keys_from(found)
     views = []
     for item in listed:
         row, erased = revealed(keys, item.row)
@@ -271,7 +274,7 @@ def list_keys(assessment_id: str):
             if fresh:
                 raise not_found("Assessment")
             services().assessments.load_owned(reviewer().org_id, stream_id)  # 404 if truly gone
-        views = _revealed_views(queries.list_keys(conn, stream_id), conn)
+        views = _revealed_views(queries.list_keys(conn, stream_id))
     return respond({"keys": views}, fresh)
 
 

@@ -97,7 +97,7 @@ def personal_data(settings: Settings, engine: Engine) -> SqlVault:
     """Candidates' data keys, wrapped by the settings' master keys (`events.personal`)."""
     if not settings.master_keys:
         log.warning("ASSESSMENTS_MASTER_KEYS is not set: personal data is sealed with the development key")
-    return SqlVault(engine, master_keys(settings.master_keys))
+    return dialect_of(engine).vault(engine, master_keys(settings.master_keys))
 
 
 def assessment_service(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from events.candidate import CandidateKey
@@ -41,6 +41,22 @@ class SubjectKeys(Protocol):
     ) -> str | None: ...
 
 
+class _NoKeys:
+    """The keys a service without `PersonalData` holds: none, so any subject reads as erased
+    (fail closed); events without a subject are in clear and need none."""
+
+    def erased(self, subject_id: uuid.UUID) -> bool:
+        return True
+
+    def reveal(
+        self, subject_id: uuid.UUID, field: str, token: str, event_id: uuid.UUID | None = None
+    ) -> str | None:
+        return None
+
+
+NO_KEYS: SubjectKeys = _NoKeys()
+
+
 class PersonalData(Protocol):
     def subjects(self, org_id: str, emails: Sequence[str]) -> dict[str, uuid.UUID]:
         """The subject of each email in the organisation, made on first use."""
@@ -54,7 +70,15 @@ class PersonalData(Protocol):
         """`data` (the event's stored payload) with its personal fields sealed."""
         ...
 
-    def reader(self, subject_ids: Iterable[uuid.UUID | None]) -> SubjectKeys: ...
+    def reader(self, subject_ids: Iterable[uuid.UUID | None], conn: Any = None) -> SubjectKeys:
+        """The data keys of these subjects, read at once (on `conn`, the adapter's own kind of
+        connection, when the caller holds one open)."""
+        ...
+
+    def keys_from(self, found: Mapping[uuid.UUID, tuple[str, bytes] | None]) -> SubjectKeys:
+        """The keys of subjects whose wrapped data keys (master key id, bytes) the caller read
+        along with its own rows; None for a subject whose key is gone."""
+        ...
 
 
 def has_email(event: CandidateKeyIssued) -> bool:

@@ -113,6 +113,9 @@ class ListedKey:
     #: From the key's reservation, the only place it is kept; None only for a reservation
     #: without the key's id (none after migration 0003's backfill).
     key: str | None
+    #: The (master key id, wrapped data key) of the row's subject, read in the same query;
+    #: None when the row has no subject or its key is gone (erased).
+    wrapped: tuple[str, bytes] | None = None
 
 
 _KEY_COLUMNS = list(keys_view.columns)
@@ -122,17 +125,24 @@ _KEY_STRING = reservations.c.key.label("key_string")
 def list_keys(conn: Connection, assessment_id: uuid.UUID) -> list[ListedKey]:
     """The assessment's keys that are not revoked, by creation, each with its string."""
     query = (
-        select(*_KEY_COLUMNS, _KEY_STRING)
+        select(*_KEY_COLUMNS, _KEY_STRING, subject_keys.c.master_key_id, subject_keys.c.wrapped_key)
         .select_from(
             keys_view.outerjoin(
                 reservations,
                 and_(reservations.c.subject_id == keys_view.c.id, reservations.c.scope == KEY_SCOPE),
-            )
+            ).outerjoin(subject_keys, subject_keys.c.subject_id == keys_view.c.subject_id)
         )
         .where(keys_view.c.assessment_id == assessment_id, keys_view.c.revoked_at.is_(None))
         .order_by(keys_view.c.created_at, keys_view.c.id)
     )
-    return [ListedKey(_key_row(row), row.key_string) for row in conn.execute(query)]
+    return [
+        ListedKey(
+            _key_row(row),
+            row.key_string,
+            None if row.master_key_id is None else (row.master_key_id, row.wrapped_key),
+        )
+        for row in conn.execute(query)
+    ]
 
 
 # --- sessions: a key's session lives on its row (a key has at most one) ----------------------

@@ -41,13 +41,20 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=KEY_BYTES * 8)
 
 
-class DataKey:
-    """One subject's key: seals and opens that subject's personal fields."""
+#: Opened values a data key remembers (a key list is read again and again; a subject has few).
+OPENED_KEPT = 64
 
-    __slots__ = ("_aead",)
+
+class DataKey:
+    """One subject's key: seals and opens that subject's personal fields. It remembers what it
+    opened (a key list is read again and again): whoever holds it may read them anyway, and
+    whoever finds the subject erased drops the key (`events.sql.vault`)."""
+
+    __slots__ = ("_aead", "_opened")
 
     def __init__(self, secret: bytes) -> None:
         self._aead = AESGCM(secret)
+        self._opened: dict[tuple[str, str], tuple[uuid.UUID, str]] = {}
 
     def seal(self, event_id: uuid.UUID, field: str, value: str) -> str:
         nonce = os.urandom(NONCE_BYTES)
@@ -57,11 +64,21 @@ class DataKey:
     def open(self, token: str, field: str, event_id: uuid.UUID | None = None) -> str:
         """The value sealed in `token`. `event_id`, when given, is the event the token must
         belong to (a token read from an event); a copy's token names its own."""
-        sealed_for, nonce, sealed = _parts(token)
+        opened = self._opened.get((token, field))
+        if opened is None:
+            opened = self._open(token, field)
+            if len(self._opened) >= OPENED_KEPT:
+                self._opened.clear()
+            self._opened[(token, field)] = opened
+        sealed_for, value = opened
         if event_id is not None and sealed_for != event_id:
             raise UnreadableToken("sealed for another event")
+        return value
+
+    def _open(self, token: str, field: str) -> tuple[uuid.UUID, str]:
+        sealed_for, nonce, sealed = _parts(token)
         try:
-            return self._aead.decrypt(nonce, sealed, _associated(sealed_for, field)).decode()
+            return sealed_for, self._aead.decrypt(nonce, sealed, _associated(sealed_for, field)).decode()
         except InvalidTag as error:
             raise UnreadableToken("not sealed under this key for this field") from error
 

@@ -22,12 +22,14 @@ from sqlalchemy import Column, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from events.crypto.cipher import MasterKeys
 from events.personal import PersonalData
 from events.sql.engine import driver_errors, libpq_url
 from events.sql.outbox import PostgresOutbox, SqlOutbox
 from events.sql.store import PostgresEventStore, SqlEventStore
 from events.sql.tables import SWAP_LOCK_ID, projection_pending_table
 from events.sql.token_cache import TokenCache
+from events.sql.vault import PostgresVault, SqlVault
 
 #: Where a batch reads its rows: each table with its stream-id column.
 Sources = Sequence[tuple[Table, Column]]
@@ -44,6 +46,9 @@ class Portable:
 
     def outbox(self, engine: Engine) -> SqlOutbox:
         return SqlOutbox(engine)
+
+    def vault(self, engine: Engine, master_keys: MasterKeys) -> SqlVault:
+        return SqlVault(engine, master_keys)
 
     def token_cache(self, engine: Engine) -> TokenCache | None:
         """None: without LISTEN nothing can vouch that a remembered token was not revoked."""
@@ -91,6 +96,9 @@ class Postgres(Portable):
 
     def outbox(self, engine: Engine) -> PostgresOutbox:
         return PostgresOutbox(engine)
+
+    def vault(self, engine: Engine, master_keys: MasterKeys) -> PostgresVault:
+        return PostgresVault(engine, master_keys)
 
     def token_cache(self, engine: Engine) -> TokenCache:
         return TokenCache(libpq_url(engine))

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from events.codec import camel
 from events.crypto.cipher import DataKey, MasterKeys, UnreadableToken, new_data_key
 from events.model import Event, uuid7
-from events.sql.engine import autocommit
+from events.sql.engine import autocommit, driver_connection
 from events.sql.tables import subject_keys_table as subject_keys
 
 #: Unwrapped keys remembered for sealing, most recently used last.
@@ -45,32 +45,26 @@ class SqlVault:
         self.autocommit = autocommit(engine)
         self.master_keys = master_keys
         self._sealing: OrderedDict[uuid.UUID, DataKey] = OrderedDict()
-        self._unwrapped: dict[tuple[uuid.UUID, str, bytes], DataKey] = {}
+        self._unwrapped: dict[uuid.UUID, tuple[tuple[str, bytes], DataKey]] = {}
 
     # --- subjects -------------------------------------------------------------------------
 
     def subjects(self, org_id: str, emails: Sequence[str]) -> dict[str, uuid.UUID]:
         """One statement: an email's existing row is kept (the upsert rewrites its lookup with
-        itself, so that the statement returns it too)."""
+        itself, so that the statement returns it too); a new row's key is the one made here."""
         wanted = {email: lookup_of(org_id, email) for email in emails}
-        rows = [self._new_row(org_id, lookup) for lookup in dict.fromkeys(wanted.values())]
-        from events.sql.dialect import dialect_of  # the dialect module imports the store, which imports this
+        made = {lookup: self._new_row(org_id, lookup) for lookup in dict.fromkeys(wanted.values())}
+        found = {row[1]: row for row in self._upsert([row for row, _ in made.values()])}
+        for lookup, (subject_id, _, master_key_id, wrapped) in found.items():
+            row, secret = made[lookup]
+            key = DataKey(secret) if subject_id == row["subject_id"] else None
+            self._remember(subject_id, key or self._data_key(subject_id, master_key_id, wrapped))
+        return {email: found[lookup][0] for email, lookup in wanted.items()}
 
-        insert = dialect_of(self.engine).insert(subject_keys)
-        statement = insert.values(rows).on_conflict_do_update(
-            index_elements=["org_id", "lookup"], set_={"lookup": insert.excluded.lookup}
-        )
-        returning = statement.returning(
-            subject_keys.c.subject_id,
-            subject_keys.c.lookup,
-            subject_keys.c.master_key_id,
-            subject_keys.c.wrapped_key,
-        )
+    def _upsert(self, rows: list[dict[str, Any]]) -> list[tuple[uuid.UUID, bytes, str, bytes]]:
+        """(subject id, lookup, master key id, wrapped key) of each row, inserted or found."""
         with self.engine.begin() as conn:
-            found = {row.lookup: row for row in conn.execute(returning)}
-        for row in found.values():
-            self._remember(row.subject_id, self._data_key(row.subject_id, row.master_key_id, row.wrapped_key))
-        return {email: found[lookup].subject_id for email, lookup in wanted.items()}
+            return [tuple(row) for row in conn.execute(_upsert(conn), rows)]
 
     def subjects_of(self, org_id: str, email: str) -> list[uuid.UUID]:
         query = select(subject_keys.c.subject_id).where(
@@ -81,16 +75,19 @@ class SqlVault:
 
     def _new_row(
         self, org_id: str, lookup: bytes | None, subject_id: uuid.UUID | None = None
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bytes]:
+        """A subject's row, and its data key in clear (never stored)."""
         subject_id = subject_id or uuid7()
-        master_key_id, wrapped = self.master_keys.wrap(subject_id, new_data_key())
-        return {
+        secret = new_data_key()
+        master_key_id, wrapped = self.master_keys.wrap(subject_id, secret)
+        row = {
             "subject_id": subject_id,
             "org_id": org_id,
             "lookup": lookup,
             "master_key_id": master_key_id,
             "wrapped_key": wrapped,
         }
+        return row, secret
 
     # --- sealing --------------------------------------------------------------------------
 
@@ -116,7 +113,7 @@ class SqlVault:
             if subject_id == getattr(event, "key_id", None):
                 from events.sql.dialect import dialect_of
 
-                row = self._new_row(event.org_id, None, subject_id)  # type: ignore[attr-defined]
+                row, _ = self._new_row(event.org_id, None, subject_id)  # type: ignore[attr-defined]
                 conn.execute(dialect_of(conn).insert(subject_keys).values(row).on_conflict_do_nothing())
             found = _rows(conn, [subject_id]).get(subject_id)
         if found is None:
@@ -132,15 +129,16 @@ class SqlVault:
             self._sealing.popitem(last=False)
 
     def _data_key(self, subject_id: uuid.UUID, master_key_id: str, wrapped: bytes) -> DataKey:
-        """Unwrapping costs more than the rest of a reveal: remembered by the wrapped bytes,
-        which a rotation or an erasure changes."""
-        cache_key = (subject_id, master_key_id, bytes(wrapped))
-        key = self._unwrapped.get(cache_key)
-        if key is None:
-            if len(self._unwrapped) >= SEALING_KEYS_KEPT:
-                self._unwrapped.clear()
-            key = DataKey(self.master_keys.unwrap(subject_id, master_key_id, bytes(wrapped)))
-            self._unwrapped[cache_key] = key
+        """Unwrapping costs more than the rest of a reveal: remembered with the wrapped bytes
+        (a rotation changes them), and forgotten once the subject is found erased."""
+        wrapped = bytes(wrapped)
+        known = self._unwrapped.get(subject_id)
+        if known is not None and known[0] == (master_key_id, wrapped):
+            return known[1]
+        if len(self._unwrapped) >= SEALING_KEYS_KEPT:
+            self._unwrapped.clear()
+        key = DataKey(self.master_keys.unwrap(subject_id, master_key_id, wrapped))
+        self._unwrapped[subject_id] = ((master_key_id, wrapped), key)
         return key
 
     # --- revealing ------------------------------------------------------------------------
@@ -156,9 +154,25 @@ class SqlVault:
         else:
             with self.autocommit.connect() as own:
                 rows = _rows(own, wanted)
-        return SubjectKeyRing(
-            {s: self._data_key(s, row.master_key_id, row.wrapped_key) for s, row in rows.items()}
+        return self.keys_from(
+            {s: (row.master_key_id, row.wrapped_key) if (row := rows.get(s)) else None for s in wanted}
         )
+
+    def keys_from(self, found: dict[uuid.UUID, tuple[str, bytes] | None]) -> SubjectKeyRing:
+        """The ring of subjects whose wrapped keys the caller read with its own rows (a join
+        of `subject_keys`); None: the subject's key is gone (erased), and this process forgets
+        what it held of it."""
+        keys = {}
+        for subject_id, wrapped in found.items():
+            if wrapped is None:
+                self._forget(subject_id)
+            else:
+                keys[subject_id] = self._data_key(subject_id, *wrapped)
+        return SubjectKeyRing(keys)
+
+    def _forget(self, subject_id: uuid.UUID) -> None:
+        self._unwrapped.pop(subject_id, None)
+        self._sealing.pop(subject_id, None)
 
     # --- rotation -------------------------------------------------------------------------
 
@@ -190,6 +204,33 @@ class SqlVault:
                 return done
 
 
+_UPSERT_SQL = """
+    INSERT INTO subject_keys (subject_id, org_id, lookup, master_key_id, wrapped_key)
+    SELECT * FROM unnest(
+        CAST(%(subject_ids)s AS uuid[]), CAST(%(org_ids)s AS text[]), CAST(%(lookups)s AS bytea[]),
+        CAST(%(master_key_ids)s AS text[]), CAST(%(wrapped_keys)s AS bytea[])
+    )
+    ON CONFLICT (org_id, lookup) DO UPDATE SET lookup = EXCLUDED.lookup
+    RETURNING subject_id, lookup, master_key_id, wrapped_key
+    """
+
+
+class PostgresVault(SqlVault):
+    """The upsert that every issue of keys to emails runs as static SQL on the bare driver
+    connection (see `events.sql.engine.driver_connection` for why): a column per array."""
+
+    def _upsert(self, rows: list[dict[str, Any]]) -> list[tuple[uuid.UUID, bytes, str, bytes]]:
+        params = {
+            "subject_ids": [row["subject_id"] for row in rows],
+            "org_ids": [row["org_id"] for row in rows],
+            "lookups": [row["lookup"] for row in rows],
+            "master_key_ids": [row["master_key_id"] for row in rows],
+            "wrapped_keys": [row["wrapped_key"] for row in rows],
+        }
+        with driver_connection(self.engine) as conn:
+            return conn.execute(_UPSERT_SQL, params).fetchall()
+
+
 class SubjectKeyRing:
     """`events.personal.SubjectKeys`: the keys found; a subject without one was erased."""
 
@@ -209,6 +250,28 @@ class SubjectKeyRing:
             return key.open(token, field, event_id)
         except UnreadableToken:
             return None  # tampered with or misplaced: shown as missing, never as another's
+
+
+#: Per database, built once: the rows go as parameters of one statement (SQLAlchemy's "insert
+#: many values"), and its SQL is compiled once.
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert(conn: Connection) -> Any:
+    if conn.dialect.name not in _UPSERTS:
+        from events.sql.dialect import dialect_of  # the dialect imports the store, which imports this
+
+        insert = dialect_of(conn).insert(subject_keys)
+        _UPSERTS[conn.dialect.name] = insert.on_conflict_do_update(
+            index_elements=["org_id", "lookup"], set_={"lookup": insert.excluded.lookup}
+        ).returning(
+            subject_keys.c.subject_id,
+            subject_keys.c.lookup,
+            subject_keys.c.master_key_id,
+            subject_keys.c.wrapped_key,
+            sort_by_parameter_order=True,
+        )
+    return _UPSERTS[conn.dialect.name]
 
 
 def _rows(conn: Connection, subject_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Any]:

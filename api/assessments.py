@@ -39,7 +39,7 @@ from api.schemas import (
 from events import codec
 from events.aggregate import Assessment, AssessmentDetails, CandidateKey, CandidateRefused, issued_key
 from events.model import AssessmentCreated, RecordedEvent
-from events.personal import NO_KEYS, SubjectKeys, revealed, revealed_event, subjects_in
+from events.personal import NO_KEYS, SubjectKeys, reveal_into, revealed_event, subjects_in
 from events.service import Idempotency
 from projections import queries
 
@@ -217,12 +217,13 @@ def history(assessment_id: str):
 # --- candidate keys -----------------------------------------------------------------------
 
 
-def _key_view(row: CandidateKey, key: str | None, erased: bool = False) -> dict[str, Any]:
+def _key_view(row: CandidateKey, key: str | None, keys: SubjectKeys | None = None) -> dict[str, Any]:
     """`key` comes from the key's reservation: neither the events nor the projection hold it.
-    `row`'s personal fields are readable (just issued, or revealed: `_revealed_views`); an
-    erased candidate's key says so with `erased`, which no other key has."""
+    `row`'s personal fields are revealed with `keys` (from the projection: sealed), or shown as
+    they are (just issued); an erased candidate's key says so with `erased`, which no other key
+    has."""
     view = {**vars(row), "key": key, "status": row.status_at(services().clock())}
-    if erased:
+    if keys is not None and reveal_into(keys, row.subject_id, view):
         view["erased"] = True
     return _dump_candidate_key(view)
 
@@ -238,11 +239,7 @@ def _revealed_views(listed: list[queries.ListedKey]) -> list[dict[str, Any]]:
     personal = services().assessments.personal
     found = {item.row.subject_id: item.wrapped for item in listed if item.row.subject_id is not None}
     keys = NO_KEYS if personal is None else personal.keys_from(found)
-    views = []
-    for item in listed:
-        row, erased = revealed(keys, item.row)
-        views.append(_key_view(row, item.key, erased))
-    return views
+    return [_key_view(item.row, item.key, keys) for item in listed]
 
 
 @bp.post("/<assessment_id>/keys")

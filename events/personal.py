@@ -1,12 +1,13 @@
 """Personal data in events: which fields hold it, whose it is, and the port that seals it.
 
 A candidate's email and name are personal data; events are kept and replayed forever and travel
-to other services. So personal fields are crypto-shredded. Each *data subject* has a data key of
-its own: a candidate's email within an organisation, or, for a key issued without an email, the
-key itself (the subject's id is then the key's id). An event's personal fields
-(`Event.personal`) are stored sealed under its `subject_id`'s key; erasing the subject destroys
-that key in the same transaction as its `CandidateErased` event, and from then on every copy
-(the events, the keys view, a backup, a dump) is unreadable, while the events stay valid.
+to other services. So personal fields are crypto-shredded. Each candidate key record is a *data
+subject* with a data key of its own (the subject's id is the key's id), which remembers a
+digest of the email it was issued to, so that erasing a candidate by email reaches every key
+of theirs. An event's personal fields (`Event.personal`) are stored sealed under its
+`subject_id`'s key; erasing the subject destroys that key in the same transaction as its
+`CandidateErased` event, and from then on every copy (the events, the keys view, a backup, a
+dump) is unreadable, while the events stay valid.
 
 Inside the service an event or a key read back holds tokens in those fields: the edges that
 show them (the API, the notifier) reveal them through `PersonalData.reader`. Published messages
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from functools import cache
 from typing import Any, Protocol, TypeVar
 
 from events.candidate import CandidateKey
 from events.codec import camel
-from events.model import CandidateKeyIssued, Event, RecordedEvent
+from events.model import Event, RecordedEvent
 
 T = TypeVar("T", Event, CandidateKey)
 
@@ -58,16 +60,11 @@ NO_KEYS: SubjectKeys = _NoKeys()
 
 
 class PersonalData(Protocol):
-    def subjects(self, org_id: str, emails: Sequence[str]) -> dict[str, uuid.UUID]:
-        """The subject of each email in the organisation, made on first use."""
-        ...
+    """The data subjects' keys. Sealing is the store's business (`events.sql.vault`); the core
+    asks what erasing an email reaches, and the edges reveal."""
 
     def subjects_of(self, org_id: str, email: str) -> list[uuid.UUID]:
         """The email's subjects whose keys still exist: what erasing it erases."""
-        ...
-
-    def seal(self, event_id: uuid.UUID, event: Event, data: dict[str, Any]) -> dict[str, Any]:
-        """`data` (the event's stored payload) with its personal fields sealed."""
         ...
 
     def reader(self, subject_ids: Iterable[uuid.UUID | None], conn: Any = None) -> SubjectKeys:
@@ -81,17 +78,34 @@ class PersonalData(Protocol):
         ...
 
 
-def has_email(event: CandidateKeyIssued) -> bool:
-    """Whether the key was issued to an email, without reading it: a key's own subject (its id)
-    is the subject of a key without one. What a consumer of messages, which carry no personal
-    data, can still tell."""
-    if event.subject_id is None:
-        return bool(event.candidate_email)
-    return event.subject_id != event.key_id
-
-
 def subjects_in(items: Iterable[Event | CandidateKey]) -> set[uuid.UUID]:
     return {s for item in items if (s := getattr(item, "subject_id", None)) is not None}
+
+
+@cache
+def _fields(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Each personal field's name, and its name in payloads (the associated data of its seal)."""
+    return tuple((name, camel(name)) for name in names)
+
+
+def reveal_into(
+    keys: SubjectKeys,
+    subject: uuid.UUID | None,
+    values: dict[str, Any],
+    names: tuple[str, ...] = KEY_FIELDS,
+    event_id: uuid.UUID | None = None,
+) -> bool:
+    """Reveal the personal fields held in `values` (by field name), in place; returns whether
+    the subject was erased (the fields are then None). A key list reveals its rows this way,
+    without copying records."""
+    if subject is None:
+        return False
+    erased = keys.erased(subject)
+    for name, field in _fields(names):
+        token = values[name]
+        if token is not None:
+            values[name] = None if erased else keys.reveal(subject, field, token, event_id)
+    return erased
 
 
 def revealed(keys: SubjectKeys, item: T, event_id: uuid.UUID | None = None) -> tuple[T, bool]:
@@ -101,13 +115,9 @@ def revealed(keys: SubjectKeys, item: T, event_id: uuid.UUID | None = None) -> t
     subject = getattr(item, "subject_id", None)
     if not names or subject is None:
         return item, False
-    if keys.erased(subject):
-        return dataclasses.replace(item, **dict.fromkeys(names, None)), True
-    values = {}
-    for name in names:
-        token = getattr(item, name)
-        values[name] = None if token is None else keys.reveal(subject, camel(name), token, event_id)
-    return dataclasses.replace(item, **values), False
+    values = {name: getattr(item, name) for name in names}
+    erased = reveal_into(keys, subject, values, names, event_id)
+    return dataclasses.replace(item, **values), erased
 
 
 def revealed_event(keys: SubjectKeys, recorded: RecordedEvent) -> tuple[RecordedEvent, bool]:

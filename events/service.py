@@ -204,11 +204,8 @@ class AssessmentService:
         """Issue one key per (email, name) pair. Key strings are reserved service-wide in the
         append's transaction (each reservation naming its key's id, and the only place the
         string is kept: see `key_strings`); on a collision the whole batch is drawn again."""
-        subjects = self._subjects(org_id, candidates)
         for _ in range(self.max_attempts):
-            keys = [
-                _new_key(uuid7(), self.generate_key(), email, name, subjects) for email, name in candidates
-            ]
+            keys = [self._new_key(uuid7(), email, name) for email, name in candidates]
             try:
                 return self._decide_and_append(
                     org_id,
@@ -221,14 +218,10 @@ class AssessmentService:
                 log.warning("candidate key collision on %s; drawing new keys", taken.key[:4])
         raise KeySpaceExhausted("could not draw unique candidate keys")
 
-    def _subjects(
-        self, org_id: str, candidates: Sequence[tuple[str | None, str | None]]
-    ) -> dict[str, uuid.UUID] | None:
-        """Each email's subject; None when nothing is sealed (no `personal`)."""
-        if self.personal is None:
-            return None
-        emails = [email for email, _ in candidates if email]
-        return self.personal.subjects(org_id, emails) if emails else {}
+    def _new_key(self, key_id: uuid.UUID, email: str | None, name: str | None) -> NewKey:
+        """A key is its own data subject (`events.personal`), whose data key the store makes
+        with the key's issue; without `personal` (the pure tests) nothing is sealed."""
+        return NewKey(key_id, self.generate_key(), email, name, key_id if self.personal else None)
 
     def revoke_key(
         self, org_id: str, assessment_id: uuid.UUID, key_id: uuid.UUID, metadata: Metadata
@@ -299,14 +292,3 @@ def _claim(org_id: str, idempotency: Idempotency) -> Reservation:
 def back_off(attempt: int) -> None:
     """A short random pause after a lost race, so the losers do not collide again in step."""
     time.sleep(random.uniform(0, 0.002 * 2**attempt))
-
-
-def _new_key(
-    key_id: uuid.UUID, key: str, email: str | None, name: str | None, subjects: dict[str, uuid.UUID] | None
-) -> NewKey:
-    """An email's key belongs to the email's subject; a key with only a name is its own subject
-    (`events.personal`); a key with neither has no personal data."""
-    if subjects is None:
-        return NewKey(key_id, key, email, name)
-    subject = subjects[email] if email else (key_id if name else None)
-    return NewKey(key_id, key, email, name, subject)

@@ -3,7 +3,8 @@
 Events are facts and never change, with this one exception, which the law asks for: an event
 written in clear (`CandidateKeyIssued` before version 4, `CandidateKeyRedeemed` before version
 2) gets its candidate's data subject (`events.personal`) and its email and name sealed under
-the subject's key, in place, at the newest schema version; nothing else of it changes. The
+the subject's key (its key's: `events.personal`), in place, at the newest schema version;
+nothing else of it changes. The
 keys view of each stream touched is then folded again from the store, so it holds the tokens
 too. Run once after upgrading; running it again finds nothing left to do.
 """
@@ -15,13 +16,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
 from events import codec
 from events.model import CandidateKeyIssued, CandidateKeyRedeemed, Event
 from events.sql.store import SqlEventStore, to_recorded
 from events.sql.tables import events_table as events
+from events.sql.tables import subject_keys_table as subject_keys
 from events.sql.vault import SqlVault
 from projections.candidate_keys import CandidateKeysProjection
 from projections.projector import Tracked, fold_new, load_states, save
@@ -38,18 +40,19 @@ _CLEAR = or_(_before_sealing(CandidateKeyIssued), _before_sealing(CandidateKeyRe
 
 def seal_clear_events(engine: Engine, store: SqlEventStore, vault: SqlVault, batch: int = BATCH) -> int:
     """Seal every event still in clear; returns how many were rewritten."""
-    sealed, subjects = 0, {}  # subjects: each key's, as this run gave it
+    sealed = 0
     streams: set[uuid.UUID] = set()
     for rows in _clear_rows(engine, batch):
         with engine.begin() as conn:
             for row in rows:
-                recorded = to_recorded(row)
-                event = _with_subject(recorded.event, subjects, vault, store, recorded.stream_id)
-                data = vault.seal(row.event_id, event, codec.encode(event))
+                event = _with_subject(to_recorded(row).event)
+                result = vault.seal(row.event_id, event, codec.encode(event))
+                if result.subject is not None:
+                    conn.execute(insert(subject_keys).values(result.subject))
                 conn.execute(
                     update(events)
                     .where(events.c.position == row.position)
-                    .values(data=data, schema_version=type(event).schema_version)
+                    .values(data=result.data, schema_version=type(event).schema_version)
                 )
                 streams.add(row.stream_id)
         sealed += len(rows)
@@ -73,29 +76,10 @@ def _clear_rows(engine: Engine, batch: int) -> Iterator[list[Any]]:
         after = rows[-1].position
 
 
-def _with_subject(
-    event: Event,
-    subjects: dict[uuid.UUID, uuid.UUID | None],
-    vault: SqlVault,
-    store: SqlEventStore,
-    stream_id,
-) -> Event:
-    """The event with the subject its personal fields belong to (see `service._new_key` and
-    `aggregate.redeem`: an email's subject, else the key's own)."""
-    if isinstance(event, CandidateKeyIssued):
-        if event.candidate_email:
-            subject = vault.subjects(event.org_id, [event.candidate_email])[event.candidate_email]
-        else:
-            subject = event.key_id if event.candidate_name else None
-        subjects[event.key_id] = subject
-        return dataclasses.replace(event, subject_id=subject)
-    assert isinstance(event, CandidateKeyRedeemed)
-    if not event.candidate_name:
-        return event
-    if event.key_id not in subjects:
-        issued = [r.event for r in store.load(stream_id) if getattr(r.event, "key_id", None) == event.key_id]
-        subjects[event.key_id] = getattr(issued[0], "subject_id", None) if issued else None
-    return dataclasses.replace(event, subject_id=subjects[event.key_id] or event.key_id)
+def _with_subject(event: Event) -> Event:
+    """The event with the subject its personal fields belong to: its key (`events.personal`)."""
+    assert isinstance(event, CandidateKeyIssued | CandidateKeyRedeemed)
+    return dataclasses.replace(event, subject_id=event.key_id)
 
 
 def refold_keys(engine: Engine, store: SqlEventStore, stream_ids: set[uuid.UUID]) -> None:

@@ -23,13 +23,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from events.crypto.cipher import MasterKeys
-from events.personal import PersonalData
 from events.sql.engine import driver_errors, libpq_url
 from events.sql.outbox import PostgresOutbox, SqlOutbox
 from events.sql.store import PostgresEventStore, SqlEventStore
 from events.sql.tables import SWAP_LOCK_ID, projection_pending_table
 from events.sql.token_cache import TokenCache
-from events.sql.vault import PostgresVault, SqlVault
+from events.sql.vault import SqlVault
 
 #: Where a batch reads its rows: each table with its stream-id column.
 Sources = Sequence[tuple[Table, Column]]
@@ -41,7 +40,7 @@ class Portable:
     #: Whether the schema is made by the Alembic migrations (else from the models, at start).
     migrated = False
 
-    def event_store(self, engine: Engine, personal: PersonalData | None = None) -> SqlEventStore:
+    def event_store(self, engine: Engine, personal: SqlVault | None = None) -> SqlEventStore:
         return SqlEventStore(engine, personal)
 
     def outbox(self, engine: Engine) -> SqlOutbox:
@@ -91,14 +90,11 @@ class Postgres(Portable):
 
     migrated = True
 
-    def event_store(self, engine: Engine, personal: PersonalData | None = None) -> PostgresEventStore:
+    def event_store(self, engine: Engine, personal: SqlVault | None = None) -> PostgresEventStore:
         return PostgresEventStore(engine, personal)
 
     def outbox(self, engine: Engine) -> PostgresOutbox:
         return PostgresOutbox(engine)
-
-    def vault(self, engine: Engine, master_keys: MasterKeys) -> PostgresVault:
-        return PostgresVault(engine, master_keys)
 
     def token_cache(self, engine: Engine) -> TokenCache:
         return TokenCache(libpq_url(engine))

@@ -20,7 +20,6 @@ from sqlalchemy.exc import IntegrityError
 
 from events import codec
 from events.model import Event, Metadata, RecordedEvent, StoredEvent, utcnow, uuid7
-from events.personal import PersonalData
 from events.ports import ConcurrencyConflict, Reservation, ReservationRecord, ReservationTaken
 from events.sql.engine import autocommit, driver_connection
 from events.sql.tables import (
@@ -32,6 +31,7 @@ from events.sql.tables import (
     reservations_table,
     subject_keys_table,
 )
+from events.sql.vault import SqlVault
 
 # The whole append is ONE statement (in psycopg's parameter style), run outside an explicit
 # transaction: PostgreSQL makes a statement atomic on its own, so the reservations, the events,
@@ -56,7 +56,7 @@ _APPEND_SQL = """
     ), pending AS (
         INSERT INTO projection_pending (position, org_id, stream_id)
         SELECT position, %(org_id)s, %(stream_id)s FROM new
-    ){erasing}
+    ){subjects}{erasing}
     SELECT position, event_id, stream_version, recorded_at,
            CASE WHEN pg_try_advisory_xact_lock_shared(%(relay_idle_lock)s) THEN NULL
                 ELSE pg_notify(%(channel)s, '') END AS notified
@@ -68,8 +68,16 @@ _ERASING_CTE = """, erased AS (
     )"""
 #: An append that also destroys data subjects' keys (`events.personal`): its `CandidateErased`
 #: events and the erasure land together or not at all.
-_APPEND_ERASING_SQL = _APPEND_SQL.format(erasing=_ERASING_CTE)
-_APPEND_SQL = _APPEND_SQL.format(erasing="")
+_SUBJECTS_CTE = """, subjects AS (
+        INSERT INTO subject_keys (subject_id, org_id, lookup, master_key_id, wrapped_key)
+        SELECT s.subject_id, s.org_id, decode(s.lookup, 'hex'), s.master_key_id, decode(s.wrapped_key, 'hex')
+        FROM jsonb_to_recordset(CAST(%(subjects)s AS jsonb))
+             AS s(subject_id uuid, org_id text, lookup text, master_key_id text, wrapped_key text)
+    )"""
+#: An append that also writes the data subjects its events make (issued keys: `events.sql.vault`)
+_APPEND_SUBJECTS_SQL = _APPEND_SQL.format(subjects=_SUBJECTS_CTE, erasing="")
+_APPEND_ERASING_SQL = _APPEND_SQL.format(subjects="", erasing=_ERASING_CTE)
+_APPEND_SQL = _APPEND_SQL.format(subjects="", erasing="")
 
 #: "Key (scope, key)=(candidate_key, PST-ABCD-EFGH) already exists."
 _TAKEN = re.compile(r"=\((?P<scope>[^,]*), (?P<key>.*)\) already exists")
@@ -79,7 +87,7 @@ class SqlEventStore:
     """The event store on any SQLAlchemy database (SQLite in `assessments dev`): an append is
     one transaction of plain inserts. `PostgresEventStore` does the same in one statement."""
 
-    def __init__(self, engine: Engine, personal: PersonalData | None = None) -> None:
+    def __init__(self, engine: Engine, personal: SqlVault | None = None) -> None:
         self.engine = engine
         #: Seals events' personal fields (`events.personal`); without it they are kept clear.
         self.personal = personal
@@ -120,10 +128,13 @@ class SqlEventStore:
                         ],
                     )
                 step = "events"
+                subjects: list[dict[str, Any]] = []
                 recorded = [
-                    self._insert(conn, stream_id, expected_version + n, event, meta, now)
+                    self._insert(conn, stream_id, expected_version + n, event, meta, now, subjects)
                     for n, event in enumerate(events, start=1)
                 ]
+                if subjects:
+                    conn.execute(subject_keys_table.insert(), subjects)
                 if erasing:
                     conn.execute(
                         delete(subject_keys_table).where(subject_keys_table.c.subject_id.in_(erasing))
@@ -145,12 +156,19 @@ class SqlEventStore:
             listener()
         return recorded
 
-    def _payload(self, event_id: uuid.UUID, event: Event) -> dict[str, Any]:
+    def _payload(self, event_id: uuid.UUID, event: Event, subjects: list[dict[str, Any]]) -> dict[str, Any]:
+        """The event's stored payload, its personal fields sealed; the data subject it makes
+        goes into `subjects`, for the same transaction to write."""
         data = codec.encode(event)
-        return data if self.personal is None else self.personal.seal(event_id, event, data)
+        if self.personal is None:
+            return data
+        sealed = self.personal.seal(event_id, event, data)
+        if sealed.subject is not None:
+            subjects.append(sealed.subject)
+        return sealed.data
 
     def _insert(
-        self, conn: Connection, stream_id, version: int, event: Event, meta: dict, now
+        self, conn: Connection, stream_id, version: int, event: Event, meta: dict, now, subjects: list
     ) -> RecordedEvent:
         event_id = uuid7()
         position = conn.execute(
@@ -161,7 +179,7 @@ class SqlEventStore:
                 stream_version=version,
                 type=event.type_name,
                 schema_version=event.schema_version,
-                data=self._payload(event_id, event),
+                data=self._payload(event_id, event, subjects),
                 metadata=meta,
                 recorded_at=now,
             )
@@ -252,7 +270,7 @@ class PostgresEventStore(SqlEventStore):
         meta = metadata.as_dict()
         # The rows travel as two JSON documents: far cheaper for the driver to send than one
         # array parameter per column.
-        new_events = []
+        new_events, subjects = [], []
         for n, event in enumerate(events, start=1):
             event_id = uuid7()
             new_events.append(
@@ -261,7 +279,7 @@ class PostgresEventStore(SqlEventStore):
                     "version": expected_version + n,
                     "type": event.type_name,
                     "schema_version": event.schema_version,
-                    "data": self._payload(event_id, event),
+                    "data": self._payload(event_id, event, subjects),
                 }
             )
         params = {
@@ -283,12 +301,13 @@ class PostgresEventStore(SqlEventStore):
             "channel": OUTBOX_CHANNEL,
             "relay_idle_lock": RELAY_IDLE_LOCK_ID,
             "erasing": list(erasing),
+            "subjects": json.dumps([_as_json(subject) for subject in subjects]),
         }
         try:
             # Static SQL on the bare driver connection: nothing for SQLAlchemy to do, and
             # psycopg prepares the statement after a few uses.
             with driver_connection(self.engine) as conn:
-                rows = conn.execute(_APPEND_ERASING_SQL if erasing else _APPEND_SQL, params).fetchall()
+                rows = conn.execute(_append_sql(erasing, subjects), params).fetchall()
         except IntegrityError as error:
             raise _translate(error, stream_id, expected_version, reservations) from error
         return [
@@ -303,6 +322,24 @@ class PostgresEventStore(SqlEventStore):
             )
             for (position, event_id, version, recorded_at, _), event in zip(rows, events, strict=True)
         ]
+
+
+def _append_sql(erasing: Sequence[uuid.UUID], subjects: list) -> str:
+    if erasing:
+        return _APPEND_ERASING_SQL
+    return _APPEND_SUBJECTS_SQL if subjects else _APPEND_SQL
+
+
+def _as_json(subject: dict[str, Any]) -> dict[str, Any]:
+    """A subject row as `_SUBJECTS_CTE` reads it: ids as text, bytes as hex."""
+    return {
+        key: value.hex()
+        if isinstance(value, bytes)
+        else str(value)
+        if isinstance(value, uuid.UUID)
+        else value
+        for key, value in subject.items()
+    }
 
 
 def to_recorded(row: Any) -> RecordedEvent:

@@ -95,10 +95,10 @@ RELAY_IDLE_LOCK_ID = 0x72656C79  # "rely"
 #: a rebuild while it swaps its fresh tables in, so no worker writes to a table being replaced.
 SWAP_LOCK_ID = 0x70726F6A  # "proj"
 
-#: One data key per data subject (`events.personal`), wrapped by a master key. Deleting a row
-#: is the erasure: everything sealed under the key becomes unreadable. `lookup` finds an email's
-#: subject without keeping the email (a SHA-256 of the organisation and the normalised address;
-#: it goes with the row); it is null for a key's own subject.
+#: One data key per data subject, a candidate key (`events.personal`), wrapped by a master key.
+#: Deleting a row is the erasure: everything sealed under the key becomes unreadable. `lookup`
+#: finds the keys of an email without keeping the email (a SHA-256 of the organisation and the
+#: normalised address; it goes with the row); null for a key issued without one.
 subject_keys_table = Table(
     "subject_keys",
     metadata,
@@ -108,5 +108,5 @@ subject_keys_table = Table(
     Column("master_key_id", Text, nullable=False),
     Column("wrapped_key", LargeBinary, nullable=False),
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
-    UniqueConstraint("org_id", "lookup", name="subject_keys_lookup_key"),
+    Index("subject_keys_lookup_idx", "org_id", "lookup"),
 )

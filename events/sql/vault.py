@@ -1,12 +1,13 @@
 """The data subjects' keys on SQL: `events.personal.PersonalData` with AES-GCM
 (`events.crypto.cipher`).
 
-A subject's row is made on first use (`subjects`, or when a key's own subject first has
-something to seal) and deleted by the append of its `CandidateErased` event
-(`events.sql.store`), in that event's transaction. Unwrapped keys are remembered per process
-only for sealing: sealing under a key erased meanwhile writes nothing anyone can read, which is
-what the erasure asked for. Revealing always asks the table, so an erasure shows at once in
-every process.
+Every candidate key is a data subject of its own: its row (a fresh data key, wrapped, and the
+lookup of the email it was issued to) is written by the append of its `CandidateKeyIssued`, in
+the same statement, and deleted by the append of its `CandidateErased` event
+(`events.sql.store`). Erasing an email erases every key its lookup finds. Unwrapped keys are
+remembered per process for sealing (sealing under a key erased meanwhile writes nothing anyone
+can read, which is what the erasure asked for); revealing always reads the table, so an
+erasure shows at once in every process.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -22,8 +24,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from events.codec import camel
 from events.crypto.cipher import DataKey, MasterKeys, UnreadableToken, new_data_key
-from events.model import Event, uuid7
-from events.sql.engine import autocommit, driver_connection
+from events.model import CandidateKeyIssued, Event
+from events.sql.engine import autocommit
 from events.sql.tables import subject_keys_table as subject_keys
 
 #: Unwrapped keys remembered for sealing, most recently used last.
@@ -39,6 +41,10 @@ def lookup_of(org_id: str, email: str) -> bytes:
     return hashlib.sha256(f"{org_id}\n{normalised_email(email)}".encode()).digest()
 
 
+def _lookup(issued: CandidateKeyIssued) -> bytes | None:
+    return lookup_of(issued.org_id, issued.candidate_email) if issued.candidate_email else None
+
+
 class SqlVault:
     def __init__(self, engine: Engine, master_keys: MasterKeys) -> None:
         self.engine = engine
@@ -49,23 +55,6 @@ class SqlVault:
 
     # --- subjects -------------------------------------------------------------------------
 
-    def subjects(self, org_id: str, emails: Sequence[str]) -> dict[str, uuid.UUID]:
-        """One statement: an email's existing row is kept (the upsert rewrites its lookup with
-        itself, so that the statement returns it too); a new row's key is the one made here."""
-        wanted = {email: lookup_of(org_id, email) for email in emails}
-        made = {lookup: self._new_row(org_id, lookup) for lookup in dict.fromkeys(wanted.values())}
-        found = {row[1]: row for row in self._upsert([row for row, _ in made.values()])}
-        for lookup, (subject_id, _, master_key_id, wrapped) in found.items():
-            row, secret = made[lookup]
-            key = DataKey(secret) if subject_id == row["subject_id"] else None
-            self._remember(subject_id, key or self._data_key(subject_id, master_key_id, wrapped))
-        return {email: found[lookup][0] for email, lookup in wanted.items()}
-
-    def _upsert(self, rows: list[dict[str, Any]]) -> list[tuple[uuid.UUID, bytes, str, bytes]]:
-        """(subject id, lookup, master key id, wrapped key) of each row, inserted or found."""
-        with self.engine.begin() as conn:
-            return [tuple(row) for row in conn.execute(_upsert(conn), rows)]
-
     def subjects_of(self, org_id: str, email: str) -> list[uuid.UUID]:
         query = select(subject_keys.c.subject_id).where(
             subject_keys.c.org_id == org_id, subject_keys.c.lookup == lookup_of(org_id, email)
@@ -74,10 +63,9 @@ class SqlVault:
             return list(conn.scalars(query))
 
     def _new_row(
-        self, org_id: str, lookup: bytes | None, subject_id: uuid.UUID | None = None
+        self, org_id: str, lookup: bytes | None, subject_id: uuid.UUID
     ) -> tuple[dict[str, Any], bytes]:
         """A subject's row, and its data key in clear (never stored)."""
-        subject_id = subject_id or uuid7()
         secret = new_data_key()
         master_key_id, wrapped = self.master_keys.wrap(subject_id, secret)
         row = {
@@ -91,30 +79,35 @@ class SqlVault:
 
     # --- sealing --------------------------------------------------------------------------
 
-    def seal(self, event_id: uuid.UUID, event: Event, data: dict[str, Any]) -> dict[str, Any]:
+    def seal(self, event_id: uuid.UUID, event: Event, data: dict[str, Any]) -> Sealed:
+        """`data` (the event's stored payload) with its personal fields sealed, and the row of
+        the subject it makes: a key's issue makes its subject, whose row the store writes in
+        the same statement as the event (no round trip of its own). Any later event of the
+        key seals under that subject's key; once it is erased, its personal fields are None."""
         subject = getattr(event, "subject_id", None)
-        names = [name for name in event.personal if getattr(event, name) is not None]
-        if subject is None or not names:
-            return data
-        key = self._sealing_key(subject, event)
+        if subject is None:
+            return Sealed(data)
+        if isinstance(event, CandidateKeyIssued):
+            row, secret = self._new_row(event.org_id, _lookup(event), subject)
+            key: DataKey | None = DataKey(secret)
+            self._remember(subject, key)
+        else:
+            row, key = None, self._sealing_key(subject)
         sealed = dict(data)
-        for name in names:
-            field = camel(name)
-            sealed[field] = None if key is None else key.seal(event_id, field, getattr(event, name))
-        return sealed
+        for name in event.personal:
+            value = getattr(event, name)
+            if value is not None:
+                field = camel(name)
+                sealed[field] = None if key is None else key.seal(event_id, field, value)
+        return Sealed(sealed, row)
 
-    def _sealing_key(self, subject_id: uuid.UUID, event: Event) -> DataKey | None:
-        """The subject's key; a key's own subject gets one on first use. None: erased."""
+    def _sealing_key(self, subject_id: uuid.UUID) -> DataKey | None:
+        """The subject's key, remembered; None: erased."""
         key = self._sealing.get(subject_id)
         if key is not None:
             self._sealing.move_to_end(subject_id)
             return key
-        with self.engine.begin() as conn:
-            if subject_id == getattr(event, "key_id", None):
-                from events.sql.dialect import dialect_of
-
-                row, _ = self._new_row(event.org_id, None, subject_id)  # type: ignore[attr-defined]
-                conn.execute(dialect_of(conn).insert(subject_keys).values(row).on_conflict_do_nothing())
+        with self.autocommit.connect() as conn:
             found = _rows(conn, [subject_id]).get(subject_id)
         if found is None:
             return None
@@ -204,31 +197,12 @@ class SqlVault:
                 return done
 
 
-_UPSERT_SQL = """
-    INSERT INTO subject_keys (subject_id, org_id, lookup, master_key_id, wrapped_key)
-    SELECT * FROM unnest(
-        CAST(%(subject_ids)s AS uuid[]), CAST(%(org_ids)s AS text[]), CAST(%(lookups)s AS bytea[]),
-        CAST(%(master_key_ids)s AS text[]), CAST(%(wrapped_keys)s AS bytea[])
-    )
-    ON CONFLICT (org_id, lookup) DO UPDATE SET lookup = EXCLUDED.lookup
-    RETURNING subject_id, lookup, master_key_id, wrapped_key
-    """
+@dataclass(frozen=True)
+class Sealed:
+    """A payload with its personal fields sealed, and the subject row its event makes."""
 
-
-class PostgresVault(SqlVault):
-    """The upsert that every issue of keys to emails runs as static SQL on the bare driver
-    connection (see `events.sql.engine.driver_connection` for why): a column per array."""
-
-    def _upsert(self, rows: list[dict[str, Any]]) -> list[tuple[uuid.UUID, bytes, str, bytes]]:
-        params = {
-            "subject_ids": [row["subject_id"] for row in rows],
-            "org_ids": [row["org_id"] for row in rows],
-            "lookups": [row["lookup"] for row in rows],
-            "master_key_ids": [row["master_key_id"] for row in rows],
-            "wrapped_keys": [row["wrapped_key"] for row in rows],
-        }
-        with driver_connection(self.engine) as conn:
-            return conn.execute(_UPSERT_SQL, params).fetchall()
+    data: dict[str, Any]
+    subject: dict[str, Any] | None = None
 
 
 class SubjectKeyRing:
@@ -250,28 +224,6 @@ class SubjectKeyRing:
             return key.open(token, field, event_id)
         except UnreadableToken:
             return None  # tampered with or misplaced: shown as missing, never as another's
-
-
-#: Per database, built once: the rows go as parameters of one statement (SQLAlchemy's "insert
-#: many values"), and its SQL is compiled once.
-_UPSERTS: dict[str, Any] = {}
-
-
-def _upsert(conn: Connection) -> Any:
-    if conn.dialect.name not in _UPSERTS:
-        from events.sql.dialect import dialect_of  # the dialect imports the store, which imports this
-
-        insert = dialect_of(conn).insert(subject_keys)
-        _UPSERTS[conn.dialect.name] = insert.on_conflict_do_update(
-            index_elements=["org_id", "lookup"], set_={"lookup": insert.excluded.lookup}
-        ).returning(
-            subject_keys.c.subject_id,
-            subject_keys.c.lookup,
-            subject_keys.c.master_key_id,
-            subject_keys.c.wrapped_key,
-            sort_by_parameter_order=True,
-        )
-    return _UPSERTS[conn.dialect.name]
 
 
 def _rows(conn: Connection, subject_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Any]:

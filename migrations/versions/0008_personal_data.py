@@ -1,4 +1,5 @@
-"""Personal data: each data subject's key (`events.personal`), and the keys view's subject.
+"""Personal data: each data subject's key (a candidate key's: `events.personal`), and the keys
+view's subject.
 
 Events written from now on hold candidates' emails and names sealed under the subject's data
 key; `assessments candidates seal` migrates older ones.
@@ -26,8 +27,8 @@ def upgrade() -> None:
         sa.Column("master_key_id", sa.Text(), nullable=False),
         sa.Column("wrapped_key", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.UniqueConstraint("org_id", "lookup", name="subject_keys_lookup_key"),
     )
+    op.create_index("subject_keys_lookup_idx", "subject_keys", ["org_id", "lookup"])
     op.add_column("candidate_keys_view", sa.Column("subject_id", sa.Uuid()))
     op.create_index("candidate_keys_view_subject_idx", "candidate_keys_view", ["subject_id"])
 

@@ -39,7 +39,7 @@ from events import aggregate
 from events import invitations as rules
 from events.candidate import CandidateKey
 from events.model import CandidateKeyIssued, RecordedEvent, utcnow
-from events.personal import PersonalData, has_email, revealed
+from events.personal import PersonalData, revealed
 from events.ports import EventStore
 from events.service import KEY_SCOPE
 from events.sql.invitations import Claim, Invitations
@@ -108,7 +108,7 @@ class InvitationMailer:
 
     def _on_event(self, recorded: RecordedEvent, dead_letter: DeadLetter) -> Outcome:
         event = recorded.event
-        if not isinstance(event, CandidateKeyIssued) or not has_email(event):
+        if not isinstance(event, CandidateKeyIssued) or not self._issued_to_an_email(recorded):
             return Outcome(IGNORED)
         claim = self.invitations.record_and_claim(event.key_id, event.assessment_id, event.org_id)
         if claim is None:
@@ -173,6 +173,12 @@ class InvitationMailer:
         metrics.mails_sent.inc()
         log.info("invitation for key %s sent (attempt %d)", claim.key_id, claim.attempts)
         return Outcome(SENT, claim.key_id)
+
+    def _issued_to_an_email(self, recorded: RecordedEvent) -> bool:
+        """Messages carry no personal data: whether the key went to an email is in the store
+        (sealed, but present)."""
+        stored = self.store.at_positions([recorded.position])
+        return bool(stored) and bool(getattr(stored[0].event, "candidate_email", None))
 
     def _revealed(self, issued: CandidateKey) -> CandidateKey | None:
         """The key's record with its email and name readable; None once its candidate was

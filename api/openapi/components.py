@@ -376,6 +376,11 @@ _REFINEMENTS = {
     "CandidateKey": {
         "key": {"pattern": KEY_PATTERN},
         "status": {"enum": ["pending", "active", "completed", "expired"]},
+        "erased": {
+            "enum": [True],
+            "description": "Only on the keys of an erased candidate (`DELETE /v1/candidates`): their "
+            "`candidateEmail` and `candidateName` are then null for good.",
+        },
     },
     "Consent": {"key": {"description": CANDIDATE_KEY_DESCRIPTION}},
     "Redeem": {
@@ -423,11 +428,15 @@ _REFINEMENTS = {
 }
 
 
+#: Response properties present only sometimes.
+_OPTIONAL = {("CandidateKey", "erased")}
+
+
 def refine(document: dict[str, Any]) -> None:
     """Tighten the generated component schemas of `document` in place."""
     schemas = document["components"]["schemas"]
     for name in _RESPONSE_SCHEMAS:
-        schemas[name]["required"] = list(schemas[name]["properties"])
+        schemas[name]["required"] = [p for p in schemas[name]["properties"] if (name, p) not in _OPTIONAL]
     for name, properties in _REFINEMENTS.items():
         for field, refinement in properties.items():
             schemas[name]["properties"][field].update(refinement)

@@ -398,6 +398,8 @@ def dev(settings: Settings, mail_dir: str) -> DevParts:
     limiter = auth_limiter(settings, engine)
     handler = event_handler(engine, store)
     handler.chores.append(limiter.purge)
+    if settings.candidate_retention_days > 0:
+        handler.chores.append(retention(settings, engine, store, handler.service.clock))
     worker_ = InProcessWorker(handler, broker)
     service = assessment_service(engine, store)
     candidates = candidate_service(settings, service)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from cli import bootstrap
 from events.aggregate import REVOKED_BY_CASCADE
@@ -41,6 +42,7 @@ from events.model import (
     CandidateKeyRevoked,
     RecordedEvent,
 )
+from events.ports import ConcurrencyConflict
 from events.rabbitmq.broker import ensure_topology
 from events.sql.engine import libpq_url, make_engine
 from projections import default_projections
@@ -70,6 +72,10 @@ LOAD_THREADS = 4
 STREAM_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 0))"
 WAITING_ON_ADVISORY_LOCKS_SQL = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+HELD_ADVISORY_LOCKS_SQL = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 
@@ -198,7 +204,7 @@ def cascade_problems(history: list[RecordedEvent]) -> list[str]:
 def test_two_workers_holding_consecutive_events_of_one_stream_apply_them_one_after_the_other(
     system, service, org_id
 ):
-    """Worker one holds versions 1-3 of a stream, worker two versions 4 (a deletion); both
+    """Worker one holds versions 1-3 of a stream, worker two version 4 (the deletion); both
     batches are in flight at once, held at the stream's lock (taken here first, as a third
     worker in the middle of a batch would). Released, they apply one after the other: no
     deadlock, no overwrite, no event applied twice, and the deletion cascades once."""
@@ -293,6 +299,29 @@ def test_an_event_appended_while_a_batch_fills_a_gap_stays_pending_until_every_p
     )
     assert unreflected_but_not_pending(system) == []
     assert pending_count(system.engine) == 1, "the deletion waits for its message"
+
+
+def test_a_lost_append_race_leaves_the_next_batch_on_its_connection_holding_its_stream_locks(
+    system, service, org_id
+):
+    """Several workers cascading one deletion (a sweep and the message, a redelivery) lose
+    append races. The append runs on a pooled connection switched to autocommit; a lost race
+    must hand it back as it was, or the next batch on it runs outside a transaction: each of
+    its stream locks is released as soon as taken, and a worker reading behind another's
+    commit writes an older state over a newer one."""
+    engine = make_engine(system.settings.database_url, pool_size=1)  # the append's is the batch's
+    try:
+        store = bootstrap.event_store(engine)
+        created = create(service, org_id)
+        with pytest.raises(ConcurrencyConflict):
+            store.append(created.stream_id, 0, [created.event], metadata(org_id))
+        with engine.begin() as conn:
+            apply_batch(conn, default_projections(), [created], store.load, lock=True)
+            held = scalar(system.engine, HELD_ADVISORY_LOCKS_SQL)
+    finally:
+        engine.dispose()
+
+    assert held == 2, "the rebuild's swap lock (shared) and the stream's lock, until the commit"
 
 
 # --- four worker processes under a mixed load -----------------------------------------------

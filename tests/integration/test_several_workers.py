@@ -9,7 +9,9 @@ the first committed (READ COMMITTED: a statement after the lock sees every commi
 its events at or below that version are skipped as duplicates, the next ones are applied, and a
 gap is filled from the store. The cascade runs after the commit, through the aggregate with an
 expected stream version: of two cascades of one deletion, the loser reloads and finds nothing
-left to revoke.
+left to revoke. Two things these tests found broken: the lost race left its pooled connection
+in autocommit, so the next batch on it held its locks for its reads only; and a gap fill read
+by one projection only cleared the pending row of an event the other did not show yet.
 
 The tests record every write of a projection's version row with a trigger of their own
 (stream, version before, version after, which worker), so "applied once" is checked on the

@@ -35,6 +35,20 @@ afterwards), each figure beside the limit it is quoted against (issue 14):
 At the end it prints the ratios relay/bare publish and worker/bare consume, and each target of
 the issue (worker >= 8,000 events/s, relay >= 7,000 msgs/s, append >= 0.85x raw at 1 thread and
 >= 0.75x at 8 threads) as met or not met. Needs rabbitmqctl on this machine (the vhost).
+
+    .venv/bin/python bench/pipeline.py --mixed [--events 20000]
+
+(f) instead of (a) to (e): 1, 2 and 4 workers on a mixed backlog of about `--events` events
+    (issue 14, item 5). Assessments are created, issued keys two or three times (one to three
+    keys each), about a third have a key revoked by a reviewer and about 45% are deleted; four
+    threads append through the service, each stepping 25 assessments at a time in random
+    order, so one stream's events lie apart in the queue. The deletions' cascades are left to
+    the workers. Each pass as (b) and (c), (d), except that the relay runs again beside the
+    workers (on an empty outbox: it publishes what the cascades append) and the pass ends when
+    nothing is pending, the outbox is empty and no key of a deleted assessment is left
+    unrevoked; events per second count the backlog's pending events and the cascades' alike.
+    After each pass it prints two checks: projection rows differing from a fold of the store
+    (a dry-run rebuild) and keys of deleted assessments not revoked exactly once.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -70,6 +85,8 @@ from events.rabbitmq.connection import CoalescingConnection, message_properties 
 from events.runtime.settings import Settings  # noqa: E402
 from events.sql import tenancy  # noqa: E402
 from events.sql.engine import make_engine  # noqa: E402
+from projections import default_projections  # noqa: E402
+from projections.rebuild import rebuild  # noqa: E402
 
 SERVER = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/postgres")
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -80,6 +97,8 @@ TIMEOUT_SECONDS = 900
 FILL_THREADS = 4
 PREFETCH = 500
 WORKER_COUNTS = (1, 2, 4)
+#: The mixed backlog: assessments each fill thread keeps in progress at once.
+MIXED_OPEN = 25
 RELAY_BATCH = Settings().relay_batch_size
 
 TARGET_WORKER = 8000  # events/s
@@ -101,6 +120,19 @@ RAW_APPEND_SQL = """
     """
 #: A message as the relay publishes it: routing key, body, properties.
 Message = tuple[str, bytes, pika.BasicProperties]
+DELETED_KEY_UNREVOKED_SQL = (
+    "SELECT EXISTS (SELECT FROM candidate_keys_view k JOIN assessments_view a ON a.id = k.assessment_id "
+    "WHERE a.deleted_at IS NOT NULL AND k.revoked_at IS NULL)"
+)
+#: Keys of deleted assessments whose stream does not revoke them exactly once.
+NOT_REVOKED_ONCE_SQL = """
+    SELECT count(*) FROM events issued
+    WHERE issued.type = 'CandidateKeyIssued'
+      AND EXISTS (SELECT FROM events d WHERE d.stream_id = issued.stream_id AND d.type = 'AssessmentDeleted')
+      AND (SELECT count(*) FROM events r
+           WHERE r.stream_id = issued.stream_id AND r.type = 'CandidateKeyRevoked'
+             AND r.data ->> 'keyId' = issued.data ->> 'keyId') <> 1
+    """
 STORED_SQL = (
     "SELECT position, event_id, stream_id, stream_version, type, schema_version, data, metadata, "
     "recorded_at FROM events ORDER BY position"
@@ -444,6 +476,19 @@ class Probe:
     def consumers(self) -> int:
         return self.channel.queue_declare(self.queue, passive=True).method.consumer_count
 
+    def nothing_pending(self) -> bool:
+        return not self.scalar("SELECT EXISTS (SELECT FROM projection_pending)")
+
+    def cascades_settled(self) -> bool:
+        """Nothing pending, nothing to publish, and (read from the projections, which are then
+        the store's fold) no key of a deleted assessment left unrevoked: a deletion applied
+        whose cascade has not appended yet leaves nothing pending for a moment."""
+        return (
+            self.nothing_pending()
+            and self.outbox_head() is None
+            and not self.scalar(DELETED_KEY_UNREVOKED_SQL)
+        )
+
     def close(self) -> None:
         self.db.close()
         self.broker.close()
@@ -480,27 +525,28 @@ def relay_pass(processes: Processes, probe: Probe, events: int) -> Pass:
     return Pass(remaining, ended - started, cpu)
 
 
-def worker_pass(processes: Processes, probe: Probe, workers: int) -> Pass:
-    """(c), (d): from the moment all `workers` consume the queue to nothing pending, over the
-    events still pending then. A worker process takes a second or two to start, and the first
-    one applies events meanwhile: counting from its first delivery would measure the others'
-    start-up, not 2 or 4 workers."""
+def worker_pass(processes: Processes, probe: Probe, workers: int, settled: Callable[[], bool]) -> Pass:
+    """(c), (d), (f): from the moment all `workers` consume the queue until `settled`, over the
+    events still pending then and those appended meanwhile (the cascades'). A worker process
+    takes a second or two to start, and the first one applies events meanwhile: counting from
+    its first delivery would measure the others' start-up, not 2 or 4 workers."""
     for _ in range(workers):
         processes.start("worker")
     started = wait_for(lambda: probe.consumers() >= workers, processes, "every worker consuming")
     cpu_before = processes.cpu()
     remaining = probe.scalar("SELECT count(*) FROM projection_pending")
-    ended = wait_for(
-        lambda: not probe.scalar("SELECT EXISTS (SELECT FROM projection_pending)"),
-        processes,
-        "nothing pending",
-    )
-    return Pass(remaining, ended - started, processes.cpu() - cpu_before)
+    last = probe.scalar("SELECT max(position) FROM events")
+    ended = wait_for(settled, processes, "nothing pending")
+    appended = probe.scalar(f"SELECT count(*) FROM events WHERE position > {last}")
+    return Pass(remaining + appended, ended - started, processes.cpu() - cpu_before)
 
 
-def bench_pipeline(run: Run, template: str, events: int, workers: int) -> tuple[Pass, Pass]:
+def bench_pipeline(
+    run: Run, template: str, events: int, workers: int, mixed: bool = False
+) -> tuple[Pass, Pass]:
     """A fresh copy of the backlog: the relay drains it into the worker's queue, is stopped,
-    then `workers` workers apply it."""
+    then `workers` workers apply it (`mixed`: with the relay running again, for the cascades'
+    events, and the checks printed after)."""
     url = run.database(f"w{workers}", template=template)
     ensure_topology(run.broker_url, run.exchange, run.queue)  # before anything is published
     checkpoint(url)
@@ -515,12 +561,19 @@ def bench_pipeline(run: Run, template: str, events: int, workers: int) -> tuple[
         # pending over 5 s) would re-read streams whose messages wait in the queue.
         probe.db.execute("UPDATE projection_pending SET recorded_at = now()")
         checkpoint(url)
-        applied = worker_pass(consumers, probe, workers)
+        if mixed:
+            relay.start("relay")  # on an empty outbox: it publishes what the cascades append
+        applied = worker_pass(
+            consumers, probe, workers, probe.cascades_settled if mixed else probe.nothing_pending
+        )
+        stage = "(f)" if mixed else "(c)" if workers == 1 else "(d)"
         print(
-            f"  ({'c' if workers == 1 else 'd'}) {workers} worker(s) alone: "
+            f"  {stage} {workers} worker(s){', mixed load' if mixed else ' alone'}: "
             f"{applied.describe('events', 'workers')}",
             flush=True,
         )
+        if mixed:
+            print_mixed_checks(url, probe)
     finally:
         relay.stop()
         consumers.stop()
@@ -528,6 +581,111 @@ def bench_pipeline(run: Run, template: str, events: int, workers: int) -> tuple[
     with pika.BlockingConnection(pika.URLParameters(run.broker_url)) as connection:
         connection.channel().queue_purge(run.queue)  # nothing should be left; never carried over
     return published, applied
+
+
+# --- (f) the mixed backlog -------------------------------------------------------------------
+
+
+class MixedFiller:
+    """One fill thread's share of the mixed backlog: MIXED_OPEN assessments in progress at a
+    time, stepped in random order (create, issue keys two or three times, perhaps a reviewer's
+    revoke, perhaps a delete last), new ones begun until `budget` events are appended."""
+
+    def __init__(self, service, org_id: str, budget: int, seed: int) -> None:
+        self.service, self.org_id, self.budget = service, org_id, budget
+        self.metadata = Metadata(org_id=org_id, actor="bench")
+        self.rng = random.Random(seed)
+        self.appended = 0
+
+    def plan(self) -> list[str]:
+        steps = ["issue"] * self.rng.randint(2, 3)
+        if self.rng.random() < 0.35:
+            steps.insert(self.rng.randint(1, len(steps)), "revoke")
+        if self.rng.random() < 0.45:
+            steps.append("delete")
+        return ["create", *steps]
+
+    def run(self) -> None:
+        active: list[list] = []  # [stream id or None, steps left]
+        while active or self.appended < self.budget:
+            if len(active) < MIXED_OPEN and self.appended < self.budget:
+                active.append([None, self.plan()])
+            entry = self.rng.choice(active)
+            self.appended += len(self.step(entry))
+            if not entry[1]:
+                active.remove(entry)
+
+    def step(self, entry: list) -> list:
+        stream, step = entry[0], entry[1].pop(0)
+        if step == "create":
+            created = self.service.create(self.org_id, DETAILS, self.metadata).recorded
+            entry[0] = created.stream_id
+            return [created]
+        if step == "issue":
+            keys = [(None, None)] * self.rng.randint(1, 3)
+            return self.service.issue_keys(self.org_id, stream, keys, self.metadata)
+        if step == "revoke":
+            keys = self.service.load(stream).keys
+            key_id = self.rng.choice(sorted(k for k, key in keys.items() if not key.revoked))
+            return self.service.revoke_key(self.org_id, stream, key_id, self.metadata)
+        return self.service.delete(self.org_id, stream, self.metadata)
+
+
+def fill_mixed_backlog(run: Run, events: int) -> tuple[str, int]:
+    """A database holding about `events` events of the mixed load, none published, projected
+    or cascaded; returns its name (to copy for each pass) and its number of events."""
+    url = run.database("mixed")
+    from cli.migrate import upgrade
+
+    upgrade(url)
+    org_id = organisation(url)
+    engine = bootstrap.api_engine(Settings(database_url=url))
+    service = bootstrap.assessment_service(engine)
+    share, rest = divmod(events, FILL_THREADS)
+    fillers = [MixedFiller(service, org_id, share + (n < rest), seed=n) for n in range(FILL_THREADS)]
+    started = time.perf_counter()
+    threads = [threading.Thread(target=filler.run) for filler in fillers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    engine.dispose()
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        kinds = conn.execute("SELECT type, count(*) FROM events GROUP BY type ORDER BY 2 DESC").fetchall()
+    total = sum(count for _, count in kinds)
+    print(
+        f"mixed backlog: {total:,} events appended in {time.perf_counter() - started:.1f}s (set-up): "
+        + ", ".join(f"{count:,} {kind}" for kind, count in kinds),
+        flush=True,
+    )
+    return run.databases[-1], total
+
+
+def print_mixed_checks(url: str, probe: Probe) -> None:
+    """The guarantees the speed must not cost: projections equal to the fold of the store,
+    and each key of a deleted assessment revoked exactly once."""
+    engine = make_engine(url, pool_size=2)
+    try:
+        report = rebuild(engine, default_projections(), dry_run=True, workers=1)
+    finally:
+        engine.dispose()
+    differing = sum(report.differences.values())
+    not_once = probe.scalar(NOT_REVOKED_ONCE_SQL)
+    cascaded = probe.scalar("SELECT count(*) FROM events WHERE metadata ->> 'actor' = 'worker:cascade'")
+    print(
+        f"      checks: {differing} projection rows differing from a fold of the store; "
+        f"{not_once} keys of deleted assessments not revoked exactly once "
+        f"({cascaded:,} revoked by the cascades)",
+        flush=True,
+    )
+
+
+def mixed_summary(passes: dict[int, tuple[Pass, Pass]]) -> None:
+    one = passes[1][1].rate
+    print("\nsummary (mixed load)")
+    for workers, (_, applied) in passes.items():
+        print(f"  {workers} worker(s): {applied.rate:,.0f} events/s = {applied.rate / one:.2f}x 1 worker")
 
 
 # --- (e) the limits: bare pika -----------------------------------------------------------------
@@ -692,7 +850,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000, help="the backlog's size, (b) to (e)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of (a)")
     parser.add_argument("--seconds", type=float, default=3, help="each contender's time per round of (a)")
+    parser.add_argument(
+        "--mixed", action="store_true", help="(f) only: 1, 2 and 4 workers on a mixed backlog of --events"
+    )
     args = parser.parse_args()
+    if args.mixed:
+        with own_run() as run:
+            template, events = fill_mixed_backlog(run, args.events)
+            mixed = {w: bench_pipeline(run, template, events, w, mixed=True) for w in WORKER_COUNTS}
+            mixed_summary(mixed)
+        return
     with own_run() as run:
         appends = bench_appends(run, args)
         template = fill_backlog(run, args.events)

@@ -121,11 +121,19 @@ def apply_batch(
         results.append(result)
         for table, rows in projection.rows(changed).items():
             writes[table] += rows
-    applied = (
-        set().union(*(r.positions for r in results), (e.position for e in events)) if clear_pending else ()
-    )
+    applied = reflected_by_all(results, events) if clear_pending else ()
     save(conn, writes, applied, commit=commit)
     return results
+
+
+def reflected_by_all(results: Sequence[BatchResult], events: Sequence[RecordedEvent]) -> set[int]:
+    """The positions whose pending rows the batch may delete: its own events (every projection
+    applied each, skipped it as a duplicate or read it in a gap fill) and those that every
+    projection's gap fill read. Each projection reads the store on its own, so an event
+    appended in between is in the later reads only; its pending row stays until its message
+    comes, or a reader waiting for it would read a view that does not show it yet."""
+    read_by_all = set.intersection(*(r.positions for r in results)) if results else set()
+    return read_by_all | {e.position for e in events}
 
 
 def fold_batch(

@@ -84,8 +84,6 @@ def driver_connection(engine: Engine) -> Iterator[Any]:
         if switched:
             conn.autocommit = True
         yield conn
-        if switched:
-            conn.autocommit = False
     except engine.dialect.loaded_dbapi.Error as error:
         wrapped = _as_sqlalchemy_error(engine, conn, error)
         if wrapped.connection_invalidated:
@@ -93,6 +91,13 @@ def driver_connection(engine: Engine) -> Iterator[Any]:
             engine.dispose()
         raise wrapped from error
     finally:
+        # Back to the pool as it came out, also after an error (a lost append race): left in
+        # autocommit, the next transaction on it would commit each statement on its own.
+        if switched and not conn.closed:
+            try:
+                conn.autocommit = False
+            except engine.dialect.loaded_dbapi.Error:
+                fairy.invalidate()
         fairy.close()
 
 

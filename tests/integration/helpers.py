@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +258,32 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+@contextlib.contextmanager
+def worker_process(settings: Settings, log_file: Path, **env: str) -> Iterator[subprocess.Popen]:
+    """`python -m cli worker`, configured like production: by environment variables (`env`
+    adds or overrides some). Killed on leaving if it is still running."""
+    environment = {
+        **os.environ,
+        "ASSESSMENTS_DATABASE_URL": settings.database_url,
+        "ASSESSMENTS_BROKER_URL": settings.broker_url,
+        "ASSESSMENTS_EXCHANGE": settings.exchange,
+        "ASSESSMENTS_WORKER_QUEUE": settings.worker_queue,
+        "ASSESSMENTS_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli", "worker"],
+            cwd=PROJECT,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)

@@ -3,19 +3,14 @@ lost, nothing is applied twice."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from events.rabbitmq.broker import ensure_topology
-from events.runtime.settings import Settings
 from events.service import AssessmentService
 from events.sql.engine import make_engine
 from events.sql.store import PostgresEventStore
@@ -30,38 +25,10 @@ from tests.integration.helpers import (
     pending_count,
     scalar,
     wait_until_quiet,
+    worker_process,
 )
 from tests.support.proxy import TcpProxy
 from tests.support.wait import wait_for
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextlib.contextmanager
-def worker_process(settings: Settings, log_file: Path) -> Iterator[subprocess.Popen]:
-    """`python -m cli worker`, configured like production: by environment variables."""
-    env = {
-        **os.environ,
-        "ASSESSMENTS_DATABASE_URL": settings.database_url,
-        "ASSESSMENTS_BROKER_URL": settings.broker_url,
-        "ASSESSMENTS_EXCHANGE": settings.exchange,
-        "ASSESSMENTS_WORKER_QUEUE": settings.worker_queue,
-        "ASSESSMENTS_LOG_LEVEL": "WARNING",
-    }
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
 
 
 def wait_until_consuming(broker, queue: str, process: subprocess.Popen, log_file: Path) -> None:

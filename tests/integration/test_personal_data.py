@@ -405,6 +405,8 @@ def test_old_clear_events_are_readable_then_sealed_in_place_and_stay_readable_an
     assert all_tokens(view_personal_values(scene.engine))
     assert what_the_api_shows() == before
     assert seal_clear_events(scene.engine, scene.system.store, scene.system.store.personal) == 0
+    with pytest.raises(Exception, match="events are facts"), scene.engine.begin() as conn:
+        conn.execute(text("UPDATE events SET data = data WHERE stream_id = :s"), {"s": old.stream_id})
 
     scene.erase(old.email)
 
@@ -412,6 +414,21 @@ def test_old_clear_events_are_readable_then_sealed_in_place_and_stay_readable_an
     assert after[0] == (None, None, True)
     assert after[1] == (None, old.solo_name, False)
     assert after[2][str(old.emailed_key)] == (None, None) and after[3] is None
+
+
+def test_sealing_in_batches_seals_every_clear_event_and_leaves_the_events_table_immutable(system):
+    org_id = str(uuid7())
+    streams = [insert_clear_stream(system.engine, org_id) for _ in range(3)]
+    secrets = [v for old in streams for v in (old.email, old.name, old.redeemed_name, old.solo_name)]
+
+    assert seal_clear_events(system.engine, system.store, system.store.personal, batch=2) == 9
+
+    assert readable([data for _, _, data in raw_events(system.engine)], secrets) == []
+    assert all_tokens(personal_values_stored(system.engine))
+    assert all_tokens(view_personal_values(system.engine))
+    for statement in ("UPDATE events SET data = data", "DELETE FROM events"):
+        with pytest.raises(Exception, match="events are facts"), system.engine.begin() as conn:
+            conn.execute(text(statement))
 
 
 # --- 7. rebuild and republish after an erasure ---------------------------------------------------

@@ -53,7 +53,7 @@ def view_subjects(engine) -> dict[str, uuid.UUID | None]:
     return {str(k): s for k, s in rows(engine, "SELECT id, subject_id FROM candidate_keys_view")}
 
 
-# --- 3. an erasure racing key issuance ----------------------------------------------------------
+# --- an erasure racing key issuance ----------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -180,7 +180,7 @@ def test_an_erasure_racing_key_issuance_erases_what_came_before_once_and_nothing
     assert overlapping_rounds, "no issuance was ever in flight during an erasure: nothing raced"
 
 
-# --- 6. retention ----------------------------------------------------------------------------------
+# --- retention ----------------------------------------------------------------------------------
 
 
 def test_retention_erases_candidates_whose_keys_all_ended_long_enough_ago_once(system):
@@ -245,7 +245,7 @@ def test_retention_erases_candidates_whose_keys_all_ended_long_enough_ago_once(s
     assert own_revoked.event.subject_id == own_revoked.event.key_id
 
 
-# --- 8. nothing readable anywhere after an erasure --------------------------------------------------
+# --- nothing readable anywhere after an erasure --------------------------------------------------
 
 
 def table_texts(engine) -> dict[str, str]:

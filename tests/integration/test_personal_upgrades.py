@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import threading
 import uuid
 from datetime import timedelta
 
@@ -42,6 +43,7 @@ from tests.integration.personal_scene import (
     view_personal_values,
 )
 from tests.support.system import ApiServer, Client, System
+from tests.support.wait import wait_for
 
 # --- master key rotation -----------------------------------------------------------------------
 
@@ -315,3 +317,34 @@ def test_sealing_in_batches_seals_every_clear_event_and_leaves_the_events_table_
     for statement in ("UPDATE events SET data = data", "DELETE FROM events"):
         with pytest.raises(Exception, match="events are facts"), system.engine.begin() as conn:
             conn.execute(text(statement))
+
+
+def test_a_rotation_waits_for_a_data_key_locked_meanwhile_and_leaves_none_on_the_old_master_key(
+    system_on_key_a, key_a_and_b
+):
+    """A row locked by another transaction (an issue upserting its email's subject, an erasure)
+    is re-wrapped once it is free, never skipped: the old master key is removed afterwards."""
+    key_a, key_b = key_a_and_b
+    vault_a = system_on_key_a.store.personal
+    org_id = str(uuid7())
+    subjects = vault_a.subjects(org_id, [person(f"lock{n}")[0] for n in range(3)])
+    locked = next(iter(subjects.values()))
+    rotating = SqlVault(system_on_key_a.engine, MasterKeys.parse(master_keys_text(key_b, key_a)))
+    result: list[int] = []
+
+    with system_on_key_a.engine.connect() as holder:
+        holder.execute(text("SELECT 1 FROM subject_keys WHERE subject_id = :s FOR UPDATE"), {"s": locked})
+        rotation = threading.Thread(target=lambda: result.append(rotating.rotate()))
+        rotation.start()
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND query LIKE '%subject_keys%'"
+        )
+        wait_for(
+            lambda: not rotation.is_alive() or scalar(system_on_key_a.engine, waiting) > 0, 10, "the rotation"
+        )
+        holder.rollback()
+    rotation.join(10)
+
+    assert result == [3]
+    assert {m for (m,) in rows(system_on_key_a.engine, "SELECT master_key_id FROM subject_keys")} == {"B"}

@@ -19,6 +19,7 @@ import pytest
 
 from cli import bootstrap
 from events.model import ERASED_BY_RETENTION
+from events.rabbitmq.broker import declare_consumer_queue
 from events.sql.vault import SqlVault, lookup_of
 from tests.conftest import RUN_ID
 from tests.integration.helpers import metadata, rows, scalar
@@ -380,3 +381,33 @@ def test_after_an_erasure_no_table_log_message_or_dead_letter_holds_the_email_or
         for body in drain(settings.broker_url, f"{queue}.dead")
     ]
     assert readable([b.decode(errors="replace") for b in dead], [*secrets, *kept]) == []
+
+
+def test_an_invitation_not_sent_before_the_erasure_never_is(system, broker, smtp):
+    scene = running_scene(system)
+    declare_consumer_queue(  # as the notifier declares it: the message waits there for it
+        broker.channel,
+        system.settings.exchange,
+        system.settings.notifier_queue,
+        ["candidate_key.issued"],
+        "ASSESSMENTS_NOTIFIER_QUEUE",
+    )
+    ada, kept = person("ada"), person("kept")
+    ada_key, kept_key = scene.issue(scene.assessment(), [ada, kept])
+    wait_for(lambda: broker.message_count(system.settings.notifier_queue) == 2, 10, "both issues queued")
+    scene.erase(ada[0])
+    settings = dataclasses.replace(
+        system.settings, smtp_url=smtp.url, mail_from="Acme <hiring@acme.test>", mail_lease_seconds=30.0
+    )
+    mailer = bootstrap.invitation_mailer(settings, system.engine, system.store)
+    notifier = Running(bootstrap.notifier(settings, mailer=mailer, sweep_seconds=0.2), "notifier")
+    try:
+        wait_for(lambda: mailer.outcomes["sent"] + mailer.outcomes["skipped"] == 2, 15, "both handled")
+    finally:
+        notifier.stop()
+
+    assert [m["To"] for m in smtp.messages] == [f"{kept[1]} <{kept[0]}>"]
+    invitations = dict(
+        rows(system.engine, "SELECT key_id::text, status || ':' || coalesce(reason, '') FROM invitations")
+    )
+    assert invitations == {ada_key["id"]: "skipped:candidate_erased", kept_key["id"]: "sent:"}

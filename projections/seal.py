@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, text, update
 from sqlalchemy.engine import Engine
 
 from events import codec
@@ -29,6 +29,14 @@ from projections.candidate_keys import CandidateKeysProjection
 from projections.projector import Tracked, fold_new, load_states, save
 
 BATCH = 500
+
+#: The events table refuses every update (migration 0001's `events_append_only` trigger), and
+#: sealing is the one rewrite there is: on PostgreSQL each batch lifts that trigger inside its
+#: own transaction and restores it before committing. Disabling a trigger takes a SHARE ROW
+#: EXCLUSIVE lock on the table until the commit, so no other session writes an event meanwhile,
+#: nor ever sees the trigger off; appends wait for the batch.
+_LIFT_IMMUTABILITY = text("ALTER TABLE events DISABLE TRIGGER events_append_only")
+_RESTORE_IMMUTABILITY = text("ALTER TABLE events ENABLE TRIGGER events_append_only")
 
 
 def _before_sealing(cls: type[Event]) -> Any:
@@ -44,6 +52,9 @@ def seal_clear_events(engine: Engine, store: SqlEventStore, vault: SqlVault, bat
     streams: set[uuid.UUID] = set()
     for rows in _clear_rows(engine, batch):
         with engine.begin() as conn:
+            guarded = conn.dialect.name == "postgresql"
+            if guarded:
+                conn.execute(_LIFT_IMMUTABILITY)
             for row in rows:
                 event = _with_subject(to_recorded(row).event)
                 result = vault.seal(row.event_id, event, codec.encode(event))
@@ -55,6 +66,8 @@ def seal_clear_events(engine: Engine, store: SqlEventStore, vault: SqlVault, bat
                     .values(data=result.data, schema_version=type(event).schema_version)
                 )
                 streams.add(row.stream_id)
+            if guarded:
+                conn.execute(_RESTORE_IMMUTABILITY)
         sealed += len(rows)
     refold_keys(engine, store, streams)
     return sealed

@@ -171,7 +171,12 @@ class SqlVault:
 
     def rotate(self, batch_size: int = 500) -> int:
         """Re-wrap every data key not wrapped by the current master key; the events are not
-        touched. Returns how many were re-wrapped."""
+        touched. Returns how many were re-wrapped.
+
+        A row locked meanwhile (an issue upserting its email's subject, an erasure deleting it)
+        is waited for, never skipped, and only an empty batch ends the run (a row erased while
+        waited for leaves a batch short): the older master keys are removed afterwards, and a
+        data key left wrapped by one of them would be lost with it."""
         current = self.master_keys.current.key_id
         done = 0
         while True:
@@ -180,7 +185,7 @@ class SqlVault:
                     select(subject_keys)
                     .where(subject_keys.c.master_key_id != current)
                     .limit(batch_size)
-                    .with_for_update(skip_locked=True)
+                    .with_for_update()
                 ).all()
                 for row in rows:
                     secret = self.master_keys.unwrap(
@@ -192,9 +197,9 @@ class SqlVault:
                         .where(subject_keys.c.subject_id == row.subject_id)
                         .values(master_key_id=master_key_id, wrapped_key=wrapped)
                     )
-            done += len(rows)
-            if len(rows) < batch_size:
+            if not rows:
                 return done
+            done += len(rows)
 
 
 @dataclass(frozen=True)

@@ -246,16 +246,28 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 def due_for_erasure(conn: Connection, ended_before: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
-    """Data subjects (with their organisation) whose keys all ended, the last before
-    `ended_before`, and whose data key still exists: what the retention step erases."""
+    """Data subjects (keys, with their organisation) that ended before `ended_before`, whose
+    data key still exists, and whose candidate has no other key still open or ended since
+    (keys issued to the same email: one `lookup`): what the retention step erases."""
     ended = func.coalesce(keys_view.c.completed_at, keys_view.c.expired_at, keys_view.c.revoked_at)
-    query = (
-        select(keys_view.c.subject_id, func.min(keys_view.c.org_id))
-        .select_from(keys_view.join(subject_keys, subject_keys.c.subject_id == keys_view.c.subject_id))
-        .group_by(keys_view.c.subject_id)
-        .having(func.count() == func.count(ended))
-        .having(func.max(ended) < ended_before)
-        .order_by(func.max(ended))
+    with_keys = keys_view.join(subject_keys, subject_keys.c.subject_id == keys_view.c.subject_id)
+    due = conn.execute(
+        select(keys_view.c.subject_id, keys_view.c.org_id, subject_keys.c.lookup)
+        .select_from(with_keys)
+        .where(ended < ended_before)
+        .order_by(ended)
         .limit(limit)
-    )
-    return [(subject_id, org_id) for subject_id, org_id in conn.execute(query)]
+    ).all()
+    lookups = {row.lookup for row in due if row.lookup is not None}
+    busy = set()
+    if lookups:
+        busy = {
+            (row.org_id, row.lookup)
+            for row in conn.execute(
+                select(subject_keys.c.org_id, subject_keys.c.lookup)
+                .select_from(with_keys)
+                .where(subject_keys.c.lookup.in_(lookups), or_(ended.is_(None), ended >= ended_before))
+                .distinct()
+            )
+        }
+    return [(row.subject_id, row.org_id) for row in due if (row.org_id, row.lookup) not in busy]

@@ -154,8 +154,8 @@ def test_an_erasure_racing_key_issuance_erases_what_came_before_once_and_nothing
         assert len(before) >= 3 and len(after) >= 3
         assert {shown(keys[i.key_id]) for i in before} == {(None, None, True)}
         assert {shown(keys[i.key_id]) for i in after} == {(target, None, False)}
-        assert len({subjects[i.key_id] for i in after}) == 1  # one new subject ...
-        assert not {subjects[i.key_id] for i in after} & erased_subjects  # ... not erased
+        assert {subjects[i.key_id] for i in after} == {uuid.UUID(i.key_id) for i in after}  # own ...
+        assert not {subjects[i.key_id] for i in after} & erased_subjects  # ... live subject
         assert {subjects[i.key_id] for i in before} <= erased_subjects
         in_flight = [i for i in mine if i not in before and i not in after]
         overlapping_rounds += bool(in_flight)
@@ -173,11 +173,13 @@ def test_an_erasure_racing_key_issuance_erases_what_came_before_once_and_nothing
     assert set(counts.values()) == {1}  # each subject erased once, whoever raced
     assert len(counts) >= len(rounds)
     assert not set(counts) & subject_rows(scene.engine)  # no erasure half-written
-    remaining = {
-        bytes(lookup): s for lookup, s in rows(scene.engine, "SELECT lookup, subject_id FROM subject_keys")
-    }
-    for target, _ in rounds:  # each target's email has a live subject again: the new one
-        assert remaining[lookup_of(scene.org_id, target)] not in counts
+    remaining: dict[bytes, set] = {}
+    for lookup, subject in rows(scene.engine, "SELECT lookup, subject_id FROM subject_keys"):
+        remaining.setdefault(bytes(lookup), set()).add(subject)
+    for target, _ in rounds:  # each target's email has live subjects again: the keys issued after
+        assert remaining[lookup_of(scene.org_id, target)] and not remaining[
+            lookup_of(scene.org_id, target)
+        ] & set(counts)
     assert overlapping_rounds, "no issuance was ever in flight during an erasure: nothing raced"
 
 
@@ -222,7 +224,7 @@ def test_retention_erases_candidates_whose_keys_all_ended_long_enough_ago_once(s
     assert retention() == 0  # 29 days after the first keys ended
 
     clock.advance(days=2)
-    assert retention() == 2  # the completed and revoked candidate, and the revoked own subject
+    assert retention() == 3  # the completed and the revoked key of one candidate, and the own subject
     assert retention() == 0
 
     clock.advance(days=7)  # day 38: the late key ended 31 days ago; busy's last ends on day 36
@@ -244,10 +246,11 @@ def test_retention_erases_candidates_whose_keys_all_ended_long_enough_ago_once(s
     reasons = rows(
         system.engine, "SELECT data->>'subjectId', data->>'reason' FROM events WHERE type = 'CandidateErased'"
     )
-    assert len(reasons) == 3 and {r for _, r in reasons} == {ERASED_BY_RETENTION}
+    assert len(reasons) == 4 and {r for _, r in reasons} == {ERASED_BY_RETENTION}
     assert set(erasures(system.engine).values()) == {1}
-    assert {uuid.UUID(s) for s, _ in reasons} == {
+    assert {uuid.UUID(s) for s, _ in reasons} == {  # every key is its own subject
         completed.event.subject_id,
+        revoked.event.subject_id,
         own_revoked.event.subject_id,
         late_pending.event.subject_id,
     }

@@ -13,6 +13,7 @@ erasure shows at once in every process.
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -51,6 +52,7 @@ class SqlVault:
         self.autocommit = autocommit(engine)
         self.master_keys = master_keys
         self._sealing: OrderedDict[uuid.UUID, DataKey] = OrderedDict()
+        self._lock = threading.Lock()
         self._unwrapped: dict[uuid.UUID, tuple[tuple[str, bytes], DataKey]] = {}
 
     # --- subjects -------------------------------------------------------------------------
@@ -103,10 +105,11 @@ class SqlVault:
 
     def _sealing_key(self, subject_id: uuid.UUID) -> DataKey | None:
         """The subject's key, remembered; None: erased."""
-        key = self._sealing.get(subject_id)
-        if key is not None:
-            self._sealing.move_to_end(subject_id)
-            return key
+        with self._lock:
+            key = self._sealing.get(subject_id)
+            if key is not None:
+                self._sealing.move_to_end(subject_id)
+                return key
         with self.autocommit.connect() as conn:
             found = _rows(conn, [subject_id]).get(subject_id)
         if found is None:
@@ -116,10 +119,11 @@ class SqlVault:
         return key
 
     def _remember(self, subject_id: uuid.UUID, key: DataKey) -> None:
-        self._sealing[subject_id] = key
-        self._sealing.move_to_end(subject_id)
-        while len(self._sealing) > SEALING_KEYS_KEPT:
-            self._sealing.popitem(last=False)
+        with self._lock:  # the API's threads share the vault
+            self._sealing[subject_id] = key
+            self._sealing.move_to_end(subject_id)
+            while len(self._sealing) > SEALING_KEYS_KEPT:
+                self._sealing.popitem(last=False)
 
     def _data_key(self, subject_id: uuid.UUID, master_key_id: str, wrapped: bytes) -> DataKey:
         """Unwrapping costs more than the rest of a reveal: remembered with the wrapped bytes
@@ -165,7 +169,8 @@ class SqlVault:
 
     def _forget(self, subject_id: uuid.UUID) -> None:
         self._unwrapped.pop(subject_id, None)
-        self._sealing.pop(subject_id, None)
+        with self._lock:
+            self._sealing.pop(subject_id, None)
 
     # --- rotation -------------------------------------------------------------------------
 

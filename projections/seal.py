@@ -2,11 +2,12 @@
 
 Events are facts and never change, with this one exception, which the law asks for: an event
 written in clear (`CandidateKeyIssued` before version 4, `CandidateKeyRedeemed` before version
-2) gets its candidate's data subject (`events.personal`) and its email and name sealed under
-the subject's key (its key's: `events.personal`), in place, at the newest schema version;
-nothing else of it changes. The
-keys view of each stream touched is then folded again from the store, so it holds the tokens
-too. Run once after upgrading; running it again finds nothing left to do.
+2) gets its data subject (its key: `events.personal`) and its email and name sealed under the
+subject's key, in place, at the newest schema version; nothing else of it changes. The events
+table's no-update trigger is lifted for each batch's transaction only
+(`events.sql.dialect.rewriting_events`). The keys view of each stream touched is then folded
+again from the store, so it holds the tokens too. Run once after upgrading; running it again
+finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
 from events import codec
 from events.model import CandidateKeyIssued, CandidateKeyRedeemed, Event
+from events.sql.dialect import dialect_of
 from events.sql.store import SqlEventStore, to_recorded
 from events.sql.tables import events_table as events
 from events.sql.tables import subject_keys_table as subject_keys
@@ -29,14 +31,6 @@ from projections.candidate_keys import CandidateKeysProjection
 from projections.projector import Tracked, fold_new, load_states, save
 
 BATCH = 500
-
-#: The events table refuses every update (migration 0001's `events_append_only` trigger), and
-#: sealing is the one rewrite there is: on PostgreSQL each batch lifts that trigger inside its
-#: own transaction and restores it before committing. Disabling a trigger takes a SHARE ROW
-#: EXCLUSIVE lock on the table until the commit, so no other session writes an event meanwhile,
-#: nor ever sees the trigger off; appends wait for the batch.
-_LIFT_IMMUTABILITY = text("ALTER TABLE events DISABLE TRIGGER events_append_only")
-_RESTORE_IMMUTABILITY = text("ALTER TABLE events ENABLE TRIGGER events_append_only")
 
 
 def _before_sealing(cls: type[Event]) -> Any:
@@ -51,10 +45,7 @@ def seal_clear_events(engine: Engine, store: SqlEventStore, vault: SqlVault, bat
     sealed = 0
     streams: set[uuid.UUID] = set()
     for rows in _clear_rows(engine, batch):
-        with engine.begin() as conn:
-            guarded = conn.dialect.name == "postgresql"
-            if guarded:
-                conn.execute(_LIFT_IMMUTABILITY)
+        with engine.begin() as conn, dialect_of(conn).rewriting_events(conn):
             for row in rows:
                 event = _with_subject(to_recorded(row).event)
                 result = vault.seal(row.event_id, event, codec.encode(event))
@@ -66,8 +57,6 @@ def seal_clear_events(engine: Engine, store: SqlEventStore, vault: SqlVault, bat
                     .values(data=result.data, schema_version=type(event).schema_version)
                 )
                 streams.add(row.stream_id)
-            if guarded:
-                conn.execute(_RESTORE_IMMUTABILITY)
         sealed += len(rows)
     refold_keys(engine, store, streams)
     return sealed

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -48,6 +49,18 @@ class Portable:
 
     def vault(self, engine: Engine, master_keys: MasterKeys) -> SqlVault:
         return SqlVault(engine, master_keys)
+
+    @contextmanager
+    def rewriting_events(self, conn: Connection) -> Iterator[None]:
+        """Lift the events table's no-update trigger for the caller's transaction: sealing old
+        events (`projections.seal`) is the one rewrite there is. SQLite (dev mode, see
+        `cli.dev`) drops its trigger and makes it again, in the same transaction."""
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS events_append_only_update")
+        yield
+        conn.exec_driver_sql(
+            "CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events are facts: never updated or deleted'); END"
+        )
 
     def token_cache(self, engine: Engine) -> TokenCache | None:
         """None: without LISTEN nothing can vouch that a remembered token was not revoked."""
@@ -95,6 +108,15 @@ class Postgres(Portable):
 
     def outbox(self, engine: Engine) -> PostgresOutbox:
         return PostgresOutbox(engine)
+
+    @contextmanager
+    def rewriting_events(self, conn: Connection) -> Iterator[None]:
+        """Migration 0001's trigger, off inside the caller's transaction only: disabling it
+        takes a SHARE ROW EXCLUSIVE lock on the table until the commit, so no other session
+        writes an event meanwhile, nor ever sees the trigger off; appends wait."""
+        conn.exec_driver_sql("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        yield
+        conn.exec_driver_sql("ALTER TABLE events ENABLE TRIGGER events_append_only")
 
     def token_cache(self, engine: Engine) -> TokenCache:
         return TokenCache(libpq_url(engine))

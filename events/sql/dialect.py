@@ -10,13 +10,12 @@ code that asks which database it talks to.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
 from functools import cache
 from typing import Any
 
+import orjson
 from psycopg.rows import dict_row
 from sqlalchemy import Column, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -165,16 +164,10 @@ _quote = postgresql.dialect().identifier_preparer.quote
 
 
 def json_rows(rows: list[dict]) -> str:
-    """Rows as the JSON document `json_upsert_sql` takes."""
-    return json.dumps(rows, default=_json_value)
-
-
-def _json_value(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not a column value")
+    """Rows as the JSON document `json_upsert_sql` takes. orjson writes datetimes (ISO 8601,
+    with their offset) and UUIDs itself, several times faster than `json.dumps` with a
+    `default`: a worker's batch sends every changed row through here."""
+    return orjson.dumps(rows).decode()
 
 
 @cache

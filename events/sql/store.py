@@ -8,12 +8,12 @@ read-your-writes) and any cross-stream reservations, so either all of it exists 
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -235,9 +235,9 @@ class PostgresEventStore(SqlEventStore):
         params = {
             "stream_id": stream_id,
             "org_id": metadata.org_id,
-            "metadata": json.dumps(meta),
-            "events": json.dumps(new_events),
-            "reservations": json.dumps(
+            "metadata": _json(meta),
+            "events": _json(new_events),
+            "reservations": _json(
                 [
                     {
                         "scope": r.scope,
@@ -270,6 +270,11 @@ class PostgresEventStore(SqlEventStore):
             )
             for (position, event_id, version, recorded_at, _), event in zip(rows, events, strict=True)
         ]
+
+
+def _json(document: Any) -> str:
+    """A parameter's JSON text, by orjson (several times faster than `json.dumps`)."""
+    return orjson.dumps(document).decode()
 
 
 def to_recorded(row: Any) -> RecordedEvent:

@@ -11,7 +11,7 @@ code that asks which database it talks to.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -108,14 +108,15 @@ class Postgres(Portable):
         """One round trip: the locks (if `lock`) and every read in one psycopg pipeline. Under
         load a round trip costs milliseconds of waiting for a CPU, so this matters."""
         driver = conn.connection.driver_connection
+        streams = array_text(stream_ids)
         with driver_errors(conn.engine, driver), driver.pipeline():
             if lock:
                 driver.execute(_SWAP_SHARED_SQL, (SWAP_LOCK_ID,))
-                driver.execute(_STREAM_LOCKS_SQL, (sorted(stream_ids),))
+                driver.execute(_STREAM_LOCKS_SQL, (streams,))
             cursors = [
                 [
                     driver.cursor(row_factory=dict_row).execute(
-                        rows_of_streams_sql(table, column.name), (stream_ids,)
+                        rows_of_streams_sql(table, column.name), (streams,)
                     )
                     for table, column in group
                 ]
@@ -134,7 +135,7 @@ class Postgres(Portable):
                 if rows:
                     driver.execute(json_upsert_sql(table, _key(table)), {"rows": json_rows(rows)})
             if applied:
-                driver.execute(_CLEAR_PENDING_SQL, (list(applied),))
+                driver.execute(_CLEAR_PENDING_SQL, (array_text(applied),))
             if commit:
                 driver.execute("COMMIT")
 
@@ -161,6 +162,13 @@ _STREAM_LOCKS_SQL = (
 _CLEAR_PENDING_SQL = "DELETE FROM projection_pending WHERE position = ANY(CAST(%s AS bigint[]))"
 
 _quote = postgresql.dialect().identifier_preparer.quote
+
+
+def array_text(values: Iterable[uuid.UUID | int]) -> str:
+    """An array parameter (of UUIDs or integers) in PostgreSQL's text form, made once. psycopg
+    dumps a list item by item in Python (1.35 us per UUID, against 0.67 for this), and a
+    worker's batch sends its stream ids three times: the locks and each projection's read."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def json_rows(rows: list[dict]) -> str:

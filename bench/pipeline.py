@@ -764,15 +764,18 @@ def verdict(value: float, target: float) -> str:
     return "met" if value >= target else "not met"
 
 
-def ceiling(passes: list[Pass], python: str) -> str:
+def ceiling(passes: list[Pass], python: str, processes: int) -> str:
     """The passes' CPU per item by process, and the rate it would allow if those processes had
-    the machine's cores to themselves and kept them busy (it ignores waiting on each other)."""
+    the machine's cores to themselves and kept them busy (it ignores waiting on each other):
+    all of them together on the cores, and the Python side alone, one core per process at most
+    (its work holds the GIL)."""
     names = passes[0].cpu.keys()
     median = {name: statistics.median(p.cpu[name] / p.count for p in passes) for name in names}
     cores = os.cpu_count() or 1
+    python_bound = min(processes, cores) / median["python"]
     return (
-        f"CPU per item: {per_item(median, 1, python)}; "
-        f"{cores} cores busy with only this: at most {cores / sum(median.values()):,.0f}/s"
+        f"CPU per item: {per_item(median, 1, python)}; at most {cores / sum(median.values()):,.0f}/s "
+        f"on {cores} cores running only this, {python_bound:,.0f}/s for the {python} alone"
     )
 
 
@@ -787,14 +790,14 @@ def summary(
         f"= {relay / publish:.2f}x the better bare publish ({publish:,.0f}/s); "
         f"target >= {TARGET_RELAY:,}/s: {verdict(relay, TARGET_RELAY)}"
     )
-    print(f"    {ceiling([published for published, _ in passes.values()], 'relay')}")
+    print(f"    {ceiling([published for published, _ in passes.values()], 'relay', 1)}")
     for workers, (_, applied) in passes.items():
         print(
             f"  {workers} worker(s): {applied.rate:,.0f} events/s = {applied.rate / consume:.2f}x "
             f"the bare consume ({consume:,.0f}/s); target >= {TARGET_WORKER:,}/s: "
             f"{verdict(applied.rate, TARGET_WORKER)}"
         )
-        print(f"    {ceiling([applied], 'worker')}")
+        print(f"    {ceiling([applied], 'workers', workers)}")
     for threads, ratio in appends.items():
         target = TARGET_APPEND[threads]
         print(

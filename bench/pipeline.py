@@ -748,7 +748,7 @@ def bench_bare(run: Run, template: str) -> tuple[float, float]:
         lambda: bare_publish_blocking(run, queue, batch),
     )
     batched = measured(
-        f"publish without confirms, {RELAY_BATCH} per write like the relay",
+        f"publish without confirms, {RELAY_BATCH} per write (a relay batch)",
         lambda: bare_publish_batched(run, queue, batch),
     )
     consume = measured(

@@ -10,7 +10,9 @@ afterwards), each figure beside the limit it is quoted against (issue 14):
     INSERT of the same rows (the event, its outbox row and its pending-projection row in one
     prepared statement, autocommit): 1 thread, then 8 threads in this process, `--rounds`
     interleaved rounds of `--seconds` each (which of the two goes first alternates), into the
-    same tables. Ratio = the median of the rounds' store/raw ratios.
+    same tables. Ratio = the median of the rounds' store/raw ratios. Each round also prints the
+    CPU per append of this process and of the database's backends (`/proc`), which a busy
+    machine distorts far less than a rate, and their raw/store ratio.
 (b) the relay alone draining a backlog of `--events` events: the events are appended with no
     relay running, the worker's queue is declared (nobody consumes it), then `assessments relay`
     starts as a process. Messages per second from the first outbox row it deleted to an empty
@@ -26,11 +28,18 @@ afterwards), each figure beside the limit it is quoted against (issue 14):
     the moment all of them consume (a process takes a second or two to start, and the first
     applies events meanwhile), over the events still pending then.
 (e) the limits, over the relay's messages (same bodies, properties, exchange type and routing
-    keys, persistent, into a durable queue bound like the worker's): publish without confirms,
+    keys, persistent, into a durable queue of the worker's type, quorum by default, bound like
+    the worker's): publish without confirms,
     timed until the queue holds all of them, once with a BlockingChannel (a write per message)
     and once as the relay writes (`CoalescingConnection`, a batch per write); the better is the
     relay's limit. Then a consume pass over them (basic_consume, prefetch 500 like the worker,
     manual acks with `multiple` every 250 messages), from the first delivery to the last.
+
+Every pass of (b) to (e) also prints its CPU per message: of the Python process(es) (the relay,
+the workers, or this one for bare pika), of the database's PostgreSQL backends and of the
+RabbitMQ node (the beam.smp listening on the broker's port: it serves whatever else uses that
+broker meanwhile, so its figure is an upper bound). The summary turns each stage's sum into the
+rate the machine's cores could give if they ran nothing else: where the limit is.
 
 At the end it prints the ratios relay/bare publish and worker/bare consume, and each target of
 the issue (worker >= 8,000 events/s, relay >= 7,000 msgs/s, append >= 0.85x raw at 1 thread and
@@ -58,6 +67,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -80,7 +90,7 @@ sys.path.insert(0, str(ROOT))
 from cli import bootstrap  # noqa: E402
 from events import aggregate, codec, messages  # noqa: E402
 from events.model import AssessmentDetails, Metadata, StoredEvent, utcnow, uuid7  # noqa: E402
-from events.rabbitmq.broker import ensure_topology  # noqa: E402
+from events.rabbitmq.broker import ensure_topology, queue_arguments  # noqa: E402
 from events.rabbitmq.connection import CoalescingConnection, message_properties  # noqa: E402
 from events.runtime.settings import Settings  # noqa: E402
 from events.sql import tenancy  # noqa: E402
@@ -100,6 +110,7 @@ WORKER_COUNTS = (1, 2, 4)
 #: The mixed backlog: assessments each fill thread keeps in progress at once.
 MIXED_OPEN = 25
 RELAY_BATCH = Settings().relay_batch_size
+QUEUE_TYPE = Settings().queue_type
 
 TARGET_WORKER = 8000  # events/s
 TARGET_RELAY = 7000  # msgs/s
@@ -240,6 +251,64 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def broker_pid() -> int | None:
+    """The process listening on the broker's port on this machine (beam.smp), if `ss` finds it."""
+    port = pika.URLParameters(BROKER).port
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        listening = subprocess.run(
+            ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, timeout=10
+        ).stdout
+        if found := re.search(r"pid=(\d+)", listening):
+            return int(found[1])
+    return None
+
+
+def backends_cpu(conn: psycopg.Connection) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend of `conn`'s database but `conn`'s own."""
+    pids = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        prepare=True,
+    ).fetchall()
+    cpu = {}
+    for (pid,) in pids:
+        with contextlib.suppress(OSError):
+            cpu[pid] = cpu_seconds(pid)
+    return cpu
+
+
+class Meter:
+    """CPU seconds spent over a span by the Python side (`python`: a callable giving its CPU so
+    far), the database's PostgreSQL backends and the RabbitMQ node (beam.smp: the machine's,
+    so its figure includes whatever else uses that broker meanwhile). Robust to a busy machine
+    where a rate is not: per item, the work of each process, however long it waited for a CPU."""
+
+    def __init__(
+        self, python: Callable[[], float], db: psycopg.Connection | None, broker: int | None
+    ) -> None:
+        self.python, self.db, self.broker = python, db, broker
+
+    def start(self) -> None:
+        self._python = self.python()
+        self._backends = backends_cpu(self.db) if self.db else {}
+        self._broker = cpu_seconds(self.broker) if self.broker else 0.0
+
+    def spent(self) -> dict[str, float]:
+        spent = {"python": self.python() - self._python}
+        if self.db:
+            backends = backends_cpu(self.db)
+            spent["postgres"] = sum(cpu - self._backends.get(pid, 0.0) for pid, cpu in backends.items())
+        if self.broker:
+            spent["rabbitmq"] = cpu_seconds(self.broker) - self._broker
+        return spent
+
+
+def per_item(spent: dict[str, float], count: int, python: str) -> str:
+    """`spent` as microseconds per item, the Python side named `python`."""
+    names = {"python": python, "postgres": "PostgreSQL", "rabbitmq": "RabbitMQ"}
+    parts = [f"{names[k]} {v * 1e6 / count:.0f}" for k, v in spent.items()]
+    return " + ".join(parts) + f" = {sum(spent.values()) * 1e6 / count:.0f} us"
+
+
 class Processes:
     """`python -m cli <command>` children; their stderr goes to the run's log folder."""
 
@@ -344,8 +413,9 @@ class RawAppender:
             conn.close()
 
 
-def append_rate(calls: list[Callable[[], None]], seconds: float) -> float:
-    """Appends per second of len(calls) threads, each calling its own callable flat out."""
+def append_rate(calls: list[Callable[[], None]], seconds: float) -> tuple[int, float]:
+    """How many appends len(calls) threads made, each calling its own callable flat out, and
+    in how many seconds."""
     counts = [0] * len(calls)
     start = threading.Barrier(len(calls) + 1)
     deadline = 0.0
@@ -366,31 +436,44 @@ def append_rate(calls: list[Callable[[], None]], seconds: float) -> float:
     start.wait()
     for thread in threads:
         thread.join()
-    return sum(counts) / (time.perf_counter() - started)
+    return sum(counts), time.perf_counter() - started
 
 
-def append_rounds(url: str, org_id: str, threads: int, args: argparse.Namespace) -> list[float]:
-    """Interleaved rounds of the store and raw; returns the rounds' store/raw ratios."""
+def append_rounds(
+    url: str, org_id: str, threads: int, args: argparse.Namespace
+) -> tuple[list[float], list[float]]:
+    """Interleaved rounds of the store and raw; returns the rounds' store/raw ratios of rates,
+    and of CPU per append (raw's over the store's, this process and the backends together)."""
     store, raw = StoreAppender(url, org_id), RawAppender(url, org_id)
     contenders = {
         "store": [store.thread_callable() for _ in range(threads)],
         "raw": [raw.thread_callable() for _ in range(threads)],
     }
+    meter = Meter(time.process_time, psycopg.connect(libpq(url), autocommit=True), None)
     try:
         for calls in contenders.values():  # warm-up: pools filled, statements prepared
             append_rate(calls, 1.0)
-        ratios = []
+        ratios, cpu_ratios = [], []
         for round_number in range(1, args.rounds + 1):
             order = ("store", "raw") if round_number % 2 else ("raw", "store")
-            rates = {name: append_rate(contenders[name], args.seconds) for name in order}
+            rates, cpu, about = {}, {}, {}
+            for name in order:
+                meter.start()
+                count, seconds = append_rate(contenders[name], args.seconds)
+                spent = meter.spent()
+                rates[name], cpu[name] = count / seconds, sum(spent.values()) / count
+                about[name] = per_item(spent, count, "Python")
             ratios.append(rates["store"] / rates["raw"])
+            cpu_ratios.append(cpu["raw"] / cpu["store"])
             print(
                 f"  {threads} thread(s), round {round_number}: store {rates['store']:,.0f}/s, "
-                f"raw {rates['raw']:,.0f}/s = {ratios[-1]:.2f}x",
+                f"raw {rates['raw']:,.0f}/s = {ratios[-1]:.2f}x; CPU per append: store {about['store']}, "
+                f"raw {about['raw']} (raw/store {cpu_ratios[-1]:.2f}x)",
                 flush=True,
             )
-        return ratios
+        return ratios, cpu_ratios
     finally:
+        meter.db.close()
         store.close()
         raw.close()
 
@@ -406,11 +489,12 @@ def bench_appends(run: Run, args: argparse.Namespace) -> dict[int, float]:
     medians = {}
     for threads in (1, 8):
         checkpoint(url)
-        ratios = append_rounds(url, org_id, threads, args)
+        ratios, cpu_ratios = append_rounds(url, org_id, threads, args)
         medians[threads] = statistics.median(ratios)
         print(
             f"  {threads} thread(s): store/raw median {medians[threads]:.2f}x "
-            f"(range {min(ratios):.2f}-{max(ratios):.2f}x)",
+            f"(range {min(ratios):.2f}-{max(ratios):.2f}x); by CPU per append (raw/store) median "
+            f"{statistics.median(cpu_ratios):.2f}x (range {min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}x)",
             flush=True,
         )
     return medians
@@ -498,7 +582,7 @@ class Probe:
 class Pass:
     count: int
     seconds: float
-    cpu: float
+    cpu: dict[str, float]  # see `Meter.spent`
 
     @property
     def rate(self) -> float:
@@ -507,19 +591,20 @@ class Pass:
     def describe(self, unit: str, cpu_of: str) -> str:
         return (
             f"{self.count:,} in {self.seconds:.2f}s = {self.rate:,.0f} {unit}/s; "
-            f"{cpu_of} CPU {self.cpu * 1e6 / self.count:.0f} us per message"
+            f"CPU per message: {per_item(self.cpu, self.count, cpu_of)}"
         )
 
 
 def relay_pass(processes: Processes, probe: Probe, events: int) -> Pass:
     """(b): from the first outbox row the relay deleted to an empty outbox."""
     head = probe.outbox_head()
+    meter = Meter(processes.cpu, probe.db, broker_pid())
     processes.start("relay")
     started = wait_for(lambda: probe.outbox_head() != head, processes, "the relay's first delete")
-    cpu_before = processes.cpu()
+    meter.start()
     remaining = probe.scalar("SELECT count(*) FROM outbox")
     ended = wait_for(lambda: probe.outbox_head() is None, processes, "an empty outbox")
-    cpu = processes.cpu() - cpu_before
+    cpu = meter.spent()
     if probe.ready() != events:
         print(f"  warning: the queue holds {probe.ready():,} messages, not {events:,}", flush=True)
     return Pass(remaining, ended - started, cpu)
@@ -530,15 +615,16 @@ def worker_pass(processes: Processes, probe: Probe, workers: int, settled: Calla
     events still pending then and those appended meanwhile (the cascades'). A worker process
     takes a second or two to start, and the first one applies events meanwhile: counting from
     its first delivery would measure the others' start-up, not 2 or 4 workers."""
+    meter = Meter(processes.cpu, probe.db, broker_pid())
     for _ in range(workers):
         processes.start("worker")
     started = wait_for(lambda: probe.consumers() >= workers, processes, "every worker consuming")
-    cpu_before = processes.cpu()
+    meter.start()
     remaining = probe.scalar("SELECT count(*) FROM projection_pending")
     last = probe.scalar("SELECT max(position) FROM events")
     ended = wait_for(settled, processes, "nothing pending")
     appended = probe.scalar(f"SELECT count(*) FROM events WHERE position > {last}")
-    return Pass(remaining + appended, ended - started, processes.cpu() - cpu_before)
+    return Pass(remaining + appended, ended - started, meter.spent())
 
 
 def bench_pipeline(
@@ -556,7 +642,10 @@ def bench_pipeline(
     try:
         published = relay_pass(relay, probe, events)
         relay.stop()
-        print(f"  (b) relay alone, backlog for {workers} worker(s): {published.describe('msgs', 'relay')}")
+        print(
+            f"  (b) relay alone, backlog for {workers} worker(s): {published.describe('msgs', 'relay')}",
+            flush=True,
+        )
         # The backlog was appended minutes ago: the workers' sweep (for messages lost, events
         # pending over 5 s) would re-read streams whose messages wait in the queue.
         probe.db.execute("UPDATE projection_pending SET recorded_at = now()")
@@ -702,13 +791,13 @@ def relay_messages(template: str) -> list[Message]:
 
 
 def bare_topology(run: Run, queue: str) -> str:
-    """A topic exchange and a durable queue bound to everything, like the worker's; returns
-    the exchange."""
+    """A topic exchange and a durable queue of the service's type (quorum by default) bound to
+    everything, like the worker's; returns the exchange."""
     exchange = f"{run.exchange}.bare"
     with pika.BlockingConnection(pika.URLParameters(run.broker_url)) as connection:
         channel = connection.channel()
         channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-        channel.queue_declare(queue, durable=True)
+        channel.queue_declare(queue, durable=True, arguments=queue_arguments(QUEUE_TYPE))
         channel.queue_bind(queue, exchange, routing_key="#")
         channel.queue_purge(queue)
     return exchange
@@ -794,20 +883,35 @@ def bare_consume(run: Run, queue: str, count: int) -> float:
 
 
 def bench_bare(run: Run, template: str) -> tuple[float, float]:
-    """(e): the better of two publish passes (the limit for the relay), then a consume pass."""
+    """(e): the better of two publish passes (the limit for the relay), then a consume pass;
+    each with the CPU per message of this process (pika alone) and of RabbitMQ."""
     batch = relay_messages(template)
     size = statistics.mean(len(body) for _, body, _ in batch)
-    print(f"  (e) bare pika over the relay's {len(batch):,} messages (mean body {size:.0f} bytes):")
-    queue = f"{run.queue}.bare"
-    blocking = bare_publish_blocking(run, queue, batch)
-    print(f"      publish without confirms, one write per message: {blocking:,.0f} msgs/s", flush=True)
-    batched = bare_publish_batched(run, queue, batch)
     print(
-        f"      publish without confirms, {RELAY_BATCH} per write like the relay: {batched:,.0f} msgs/s",
-        flush=True,
+        f"  (e) bare pika over the relay's {len(batch):,} messages (mean body {size:.0f} bytes), "
+        f"{QUEUE_TYPE} queue:"
     )
-    consume = bare_consume(run, queue, len(batch))
-    print(f"      consume, prefetch {PREFETCH}, multiple acks: {consume:,.0f} msgs/s", flush=True)
+    queue = f"{run.queue}.bare"
+    meter = Meter(time.process_time, None, broker_pid())
+
+    def measured(what: str, bare: Callable[[], float]) -> float:
+        meter.start()
+        rate = bare()
+        cost = per_item(meter.spent(), len(batch), "pika")
+        print(f"      {what}: {rate:,.0f} msgs/s; CPU per message: {cost}", flush=True)
+        return rate
+
+    blocking = measured(
+        "publish without confirms, one write per message",
+        lambda: bare_publish_blocking(run, queue, batch),
+    )
+    batched = measured(
+        f"publish without confirms, {RELAY_BATCH} per write (a relay batch)",
+        lambda: bare_publish_batched(run, queue, batch),
+    )
+    consume = measured(
+        f"consume, prefetch {PREFETCH}, multiple acks", lambda: bare_consume(run, queue, len(batch))
+    )
     return max(blocking, batched), consume
 
 
@@ -816,6 +920,21 @@ def bench_bare(run: Run, template: str) -> tuple[float, float]:
 
 def verdict(value: float, target: float) -> str:
     return "met" if value >= target else "not met"
+
+
+def ceiling(passes: list[Pass], python: str, processes: int) -> str:
+    """The passes' CPU per item by process, and the rate it would allow if those processes had
+    the machine's cores to themselves and kept them busy (it ignores waiting on each other):
+    all of them together on the cores, and the Python side alone, one core per process at most
+    (its work holds the GIL)."""
+    names = passes[0].cpu.keys()
+    median = {name: statistics.median(p.cpu[name] / p.count for p in passes) for name in names}
+    cores = os.cpu_count() or 1
+    python_bound = min(processes, cores) / median["python"]
+    return (
+        f"CPU per item: {per_item(median, 1, python)}; at most {cores / sum(median.values()):,.0f}/s "
+        f"on {cores} cores running only this, {python_bound:,.0f}/s for the {python} alone"
+    )
 
 
 def summary(
@@ -829,12 +948,14 @@ def summary(
         f"= {relay / publish:.2f}x the better bare publish ({publish:,.0f}/s); "
         f"target >= {TARGET_RELAY:,}/s: {verdict(relay, TARGET_RELAY)}"
     )
+    print(f"    {ceiling([published for published, _ in passes.values()], 'relay', 1)}")
     for workers, (_, applied) in passes.items():
         print(
             f"  {workers} worker(s): {applied.rate:,.0f} events/s = {applied.rate / consume:.2f}x "
             f"the bare consume ({consume:,.0f}/s); target >= {TARGET_WORKER:,}/s: "
             f"{verdict(applied.rate, TARGET_WORKER)}"
         )
+        print(f"    {ceiling([applied], 'workers', workers)}")
     for threads, ratio in appends.items():
         target = TARGET_APPEND[threads]
         print(

@@ -32,6 +32,8 @@ class Batching:
         self.unconfirmed: dict[int, tuple[StoredEvent, float]] = {}
         self._confirmed: list[StoredEvent] = []  # still in the outbox
         self.lingering = False
+        #: A batch is being sent, a part at a time (see `events.rabbitmq.relay.SEND_PART`).
+        self.sending = False
         self._batch_length = 0
         self._read_at = 0.0
         self._next_tag = 0
@@ -41,12 +43,13 @@ class Batching:
         self.unconfirmed.clear()
         self._confirmed.clear()
         self.lingering = False
+        self.sending = False
         self._next_tag = 0
 
     @property
     def waiting(self) -> bool:
-        """A batch in flight or a linger: either ends by asking for the next read."""
-        return bool(self.unconfirmed) or self.lingering
+        """A batch being sent or in flight, or a linger: each ends by asking for the next read."""
+        return bool(self.unconfirmed) or self.lingering or self.sending
 
     def start_read(self) -> list[StoredEvent]:
         """At a read of the outbox: the confirmed events it should remove (handed over once)."""
@@ -56,6 +59,11 @@ class Batching:
 
     def start_batch(self, length: int) -> None:
         self._batch_length = length
+        self.sending = True
+
+    def end_sending(self) -> None:
+        """Every message of the batch is published: once all are confirmed, it is settled."""
+        self.sending = False
 
     def sent(self, stored: StoredEvent) -> None:
         """After each publish, in the order of the channel's delivery tags."""
@@ -81,7 +89,9 @@ class Batching:
 
     @property
     def batch_settled(self) -> bool:
-        return not self.unconfirmed
+        """Every message of the batch published and confirmed (or nacked). The first parts of
+        a batch may be confirmed before its last part is sent: that is not the end of it."""
+        return not self.unconfirmed and not self.sending
 
     def wait_before_next_read(self) -> float:
         """Seconds until the next read, once a batch is settled: none after a full batch (there

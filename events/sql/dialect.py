@@ -10,14 +10,13 @@ code that asks which database it talks to.
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from functools import cache
 from typing import Any
 
+import orjson
 from psycopg.rows import dict_row
 from sqlalchemy import Column, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -136,14 +135,15 @@ class Postgres(Portable):
         """One round trip: the locks (if `lock`) and every read in one psycopg pipeline. Under
         load a round trip costs milliseconds of waiting for a CPU, so this matters."""
         driver = conn.connection.driver_connection
+        streams = array_text(stream_ids)
         with driver_errors(conn.engine, driver), driver.pipeline():
             if lock:
                 driver.execute(_SWAP_SHARED_SQL, (SWAP_LOCK_ID,))
-                driver.execute(_STREAM_LOCKS_SQL, (sorted(stream_ids),))
+                driver.execute(_STREAM_LOCKS_SQL, (streams,))
             cursors = [
                 [
                     driver.cursor(row_factory=dict_row).execute(
-                        rows_of_streams_sql(table, column.name), (stream_ids,)
+                        rows_of_streams_sql(table, column.name), (streams,)
                     )
                     for table, column in group
                 ]
@@ -162,7 +162,7 @@ class Postgres(Portable):
                 if rows:
                     driver.execute(json_upsert_sql(table, _key(table)), {"rows": json_rows(rows)})
             if applied:
-                driver.execute(_CLEAR_PENDING_SQL, (list(applied),))
+                driver.execute(_CLEAR_PENDING_SQL, (array_text(applied),))
             if commit:
                 driver.execute("COMMIT")
 
@@ -191,17 +191,18 @@ _CLEAR_PENDING_SQL = "DELETE FROM projection_pending WHERE position = ANY(CAST(%
 _quote = postgresql.dialect().identifier_preparer.quote
 
 
+def array_text(values: Iterable[uuid.UUID | int]) -> str:
+    """An array parameter (of UUIDs or integers) in PostgreSQL's text form, made once. psycopg
+    dumps a list item by item in Python (1.35 us per UUID, against 0.67 for this), and a
+    worker's batch sends its stream ids three times: the locks and each projection's read."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def json_rows(rows: list[dict]) -> str:
-    """Rows as the JSON document `json_upsert_sql` takes."""
-    return json.dumps(rows, default=_json_value)
-
-
-def _json_value(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not a column value")
+    """Rows as the JSON document `json_upsert_sql` takes. orjson writes datetimes (ISO 8601,
+    with their offset) and UUIDs itself, several times faster than `json.dumps` with a
+    `default`: a worker's batch sends every changed row through here."""
+    return orjson.dumps(rows).decode()
 
 
 @cache

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
+import orjson
 import psycopg
+from psycopg.types.json import set_json_loads
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 
@@ -97,7 +99,7 @@ class PostgresOutbox(SqlOutbox):
 
     def unpublished(self, limit: int) -> list[StoredEvent]:
         with driver_connection(self.engine) as conn:
-            return [StoredEvent(*row) for row in conn.execute(_UNPUBLISHED_SQL, (limit,))]
+            return _stored_events(conn, _UNPUBLISHED_SQL, (limit,))
 
     def mark_published(self, positions: Sequence[int]) -> None:
         if positions:
@@ -109,11 +111,18 @@ class PostgresOutbox(SqlOutbox):
         if not published or not limit:
             return super().advance(published, limit)
         with driver_connection(self.engine) as conn:
-            rows = conn.execute(_ADVANCE_SQL, {"published": list(published), "limit": limit})
-            return [StoredEvent(*row) for row in rows]
+            return _stored_events(conn, _ADVANCE_SQL, {"published": list(published), "limit": limit})
 
     def listener(self) -> OutboxListener:
         return OutboxListener(libpq_url(self.engine))
+
+
+def _stored_events(conn: psycopg.Connection, sql: str, params: object) -> list[StoredEvent]:
+    """The rows as `StoredEvent`s, their JSON parsed by orjson: the standard library's
+    parser took a fifth of the relay's CPU on a backlog (two documents per event)."""
+    cursor = conn.cursor()
+    set_json_loads(orjson.loads, cursor)
+    return [StoredEvent(*row) for row in cursor.execute(sql, params)]
 
 
 class OutboxListener:

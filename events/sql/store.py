@@ -8,12 +8,12 @@ read-your-writes) and any cross-stream reservations, so either all of it exists 
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -285,9 +285,9 @@ class PostgresEventStore(SqlEventStore):
         params = {
             "stream_id": stream_id,
             "org_id": metadata.org_id,
-            "metadata": json.dumps(meta),
-            "events": json.dumps(new_events),
-            "reservations": json.dumps(
+            "metadata": _json(meta),
+            "events": _json(new_events),
+            "reservations": _json(
                 [
                     {
                         "scope": r.scope,
@@ -301,7 +301,7 @@ class PostgresEventStore(SqlEventStore):
             "channel": OUTBOX_CHANNEL,
             "relay_idle_lock": RELAY_IDLE_LOCK_ID,
             "erasing": list(erasing),
-            "subjects": json.dumps([_as_json(subject) for subject in subjects]),
+            "subjects": _json([_as_json(subject) for subject in subjects]),
         }
         try:
             # Static SQL on the bare driver connection: nothing for SQLAlchemy to do, and
@@ -340,6 +340,11 @@ def _as_json(subject: dict[str, Any]) -> dict[str, Any]:
         else value
         for key, value in subject.items()
     }
+
+
+def _json(document: Any) -> str:
+    """A parameter's JSON text, by orjson (several times faster than `json.dumps`)."""
+    return orjson.dumps(document).decode()
 
 
 def to_recorded(row: Any) -> RecordedEvent:

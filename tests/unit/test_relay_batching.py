@@ -31,10 +31,11 @@ def batching(batch_size: int = 3, interval: float = 0.015) -> tuple[Batching, Cl
 
 
 def publish(batches: Batching, *events: StoredEvent) -> None:
-    """What the relay does with a batch it read."""
+    """What the relay does with a batch it read (all of it sent)."""
     batches.start_batch(len(events))
     for event in events:
         batches.sent(event)
+    batches.end_sending()
 
 
 def test_a_multiple_ack_settles_every_tag_up_to_its_own_and_no_further():
@@ -102,6 +103,24 @@ def test_the_next_read_waits_for_the_batch_in_flight_and_for_a_linger():
     assert batches.waiting
     batches.end_linger()
     assert not batches.waiting
+
+
+def test_a_batch_sent_in_parts_is_not_settled_by_its_first_parts_confirms():
+    batches, _ = batching()
+    first, second = stored(1), stored(2)
+    batches.start_batch(2)
+    batches.sent(first)
+    batches.confirm(1, multiple=False, ack=True)  # before the second part is sent
+
+    assert not batches.batch_settled
+    assert batches.waiting  # no read may start in between
+    batches.sent(second)
+    batches.end_sending()
+    assert not batches.batch_settled
+    batches.confirm(2, multiple=False, ack=True)
+    assert batches.batch_settled
+    assert not batches.waiting
+    assert batches.start_read() == [first, second]
 
 
 def test_after_a_full_batch_the_next_read_comes_at_once():

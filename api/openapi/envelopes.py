@@ -48,6 +48,13 @@ class OkSchema(_Doc):
     id = fields.UUID(required=True, metadata={"description": "The id of the deleted or revoked resource."})
 
 
+class ErasedSchema(_Doc):
+    ok = fields.Boolean(
+        required=True,
+        metadata={"enum": [True], "description": "Always, whether or not there was anyone to erase."},
+    )
+
+
 class HistoryEventSchema(_Doc):
     id = fields.UUID(required=True)
     type = fields.String(required=True, metadata={"description": "The event's type, e.g. AssessmentCreated."})

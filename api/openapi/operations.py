@@ -402,7 +402,7 @@ def operations(converter: OpenAPIConverter) -> dict[tuple[str, str], dict[str, A
         ("/v1/candidates", "DELETE"): _op(
             "Erase a candidate of the organisation",
             "Candidates",
-            {"200": _ok("Erased, or nothing (left) to erase: the same answer either way.", "Ok")},
+            {"200": _ok("Erased, or nothing (left) to erase: the same answer either way.", "Erased")},
             description="Destroys the data key of the candidate's email and name (crypto-shredding) and "
             "records `CandidateErased`. From then on every key issued to the address shows `candidateEmail` "
             "and `candidateName` as null with `erased: true`, and so do the history, rebuilds and "

@@ -66,6 +66,7 @@ OPERATIONS = [
     "POST /v1/candidate/device-check",
     "POST /v1/candidate/complete",
     "GET /v1/health",
+    "DELETE /v1/candidates",
     "POST /v1/webhooks",
     "GET /v1/webhooks",
     "GET /v1/webhooks/{webhookId}",

@@ -318,9 +318,9 @@ def test_old_keys_are_published_upcast_without_the_key_and_still_authenticate_an
 
     issued = [json.loads(body) for _, p, body in published if p.type == "CandidateKeyIssued"]
     assert [(e["schemaversion"], e["data"]["keyHint"]) for e in issued] == [
-        (3, "PST-****-**7K"),
-        (3, "PST-****-**45"),
-        (3, "PST-****-**89"),
+        (4, "PST-****-**7K"),
+        (4, "PST-****-**45"),
+        (4, "PST-****-**89"),
     ]
     assert leaked(old.keys(), *map(everything_in, published)) == set()
     with Client(system.api.url, old.org_token) as reviewer, Client(system.api.url) as candidate:

@@ -342,7 +342,15 @@ def test_the_memory_store_has_no_way_to_change_or_remove_an_event(org_id):
 
     offered = {name for name in dir(store) if not name.startswith("_")}
 
-    assert offered == {"append", "load", "at_positions", "read_all", "reservation", "reserved_values", "pending_rows"}
+    assert offered == {
+        "append",
+        "load",
+        "at_positions",
+        "read_all",
+        "reservation",
+        "reserved_values",
+        "pending_rows",
+    }
     assert store.load(stream) == before
 
 

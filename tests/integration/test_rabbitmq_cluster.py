@@ -8,11 +8,18 @@ Each test has a cluster of its own (`tests.support.rabbitmq_cluster`): three ext
 ports and folders of their own, never the machine's node. The two take about 50 s on two cores
 (starting and joining three nodes is most of each). Skipped, saying so, when rabbitmq-server is
 not installed.
+
+Opt-in (ASSESSMENTS_TEST_CLUSTER=1): in one full run of the suite, right after this file, the
+machine's own RabbitMQ node stopped answering AMQP handshakes (TCP accepted, nothing read; it
+recovered only from a fresh data folder). Nothing links the two yet (the test's nodes have
+their own cookie, ports and folders), but until that is explained the default run keeps the
+shared node out of harm's way.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import pytest
@@ -37,6 +44,10 @@ from tests.support.wait import wait_for
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(scripts_dir() is None, reason="rabbitmq-server is not installed"),
+    pytest.mark.skipif(
+        os.environ.get("ASSESSMENTS_TEST_CLUSTER") != "1",
+        reason="opt-in (ASSESSMENTS_TEST_CLUSTER=1) until a wedged machine node after it is explained",
+    ),
 ]
 
 

@@ -105,7 +105,7 @@ def generate(conn: psycopg.Connection, assessments: int, rng: random.Random, vau
                 None,
                 now + timedelta(days=7),
                 now,
-                subjects[email],
+                key_id if vault is not None else None,  # a key is its own data subject
             )
             add(stream[0], stream[1], issued)
     for stream_id, version, keys in streams:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from events import messages
 from events.aggregate import AssessmentDetails
-from events.model import Metadata, RecordedEvent
+from events.model import Metadata, RecordedEvent, uuid7
 from events.rabbitmq.connection import message_properties
 from events.runtime.settings import Settings
 from events.service import AssessmentService
@@ -287,3 +287,37 @@ def worker_process(settings: Settings, log_file: Path, **env: str) -> Iterator[s
         if process.poll() is None:
             process.kill()
         process.wait(10)
+
+
+def insert_old_stream(
+    conn, stream_id: uuid.UUID, org_id: str, events: Sequence[tuple[str, int, dict]]
+) -> None:
+    """Write a stream as an older release stored it: each (type, schema version, payload) as
+    given, with its outbox and pending rows, bypassing the store (which writes only the newest
+    versions). For the tests of upcasting and of migrating old events."""
+    meta = json.dumps(
+        {"orgId": org_id, "actor": "token:old", "correlationId": "old-request", "causationId": None}
+    )
+    for version, (type_name, schema_version, data) in enumerate(events, start=1):
+        position = conn.scalar(
+            text(
+                "INSERT INTO events "
+                "(event_id, stream_id, stream_version, type, schema_version, data, metadata) "
+                "VALUES (:id, :stream, :version, :type, :schema, CAST(:data AS jsonb), CAST(:meta AS jsonb)) "
+                "RETURNING position"
+            ),
+            {
+                "id": uuid7(),
+                "stream": stream_id,
+                "version": version,
+                "type": type_name,
+                "schema": schema_version,
+                "data": json.dumps(data),
+                "meta": meta,
+            },
+        )
+        conn.execute(text("INSERT INTO outbox (position) VALUES (:p)"), {"p": position})
+        conn.execute(
+            text("INSERT INTO projection_pending (position, org_id, stream_id) VALUES (:p, :org, :stream)"),
+            {"p": position, "org": org_id, "stream": stream_id},
+        )

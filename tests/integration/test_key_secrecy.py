@@ -28,6 +28,7 @@ from tests.e2e.helpers import create, issue_keys, listed_keys
 from tests.integration.helpers import (
     BrokerClient,
     candidates,
+    insert_old_stream,
     metadata,
     outbox_count,
     pending_count,
@@ -199,7 +200,7 @@ def write_old_data(database_url: str) -> OldData:
                 ],
             }
             for stream_id, events in streams.items():
-                _insert_stream(conn, stream_id, org.org_id, events)
+                insert_old_stream(conn, stream_id, org.org_id, events)
             for stream_id, key in [(assessment, usable), (assessment, revoked), (other, version_1)]:
                 conn.execute(
                     text("INSERT INTO reservations (scope, key, stream_id) VALUES ('candidate_key', :k, :s)"),
@@ -250,33 +251,6 @@ def _revoked(stream_id: uuid.UUID, org_id: str, key: OldKey, now) -> dict:
         "reason": "revoked",
         "revokedAt": codec.format_time(now),
     }
-
-
-def _insert_stream(conn, stream_id: uuid.UUID, org_id: str, events: list[tuple[str, int, dict]]) -> None:
-    meta = json.dumps({"orgId": org_id, "actor": "token:old", "correlationId": None, "causationId": None})
-    for version, (type_name, schema_version, data) in enumerate(events, start=1):
-        position = conn.scalar(
-            text(
-                "INSERT INTO events "
-                "(event_id, stream_id, stream_version, type, schema_version, data, metadata) "
-                "VALUES (:id, :stream, :version, :type, :schema, CAST(:data AS jsonb), CAST(:meta AS jsonb)) "
-                "RETURNING position"
-            ),
-            {
-                "id": uuid7(),
-                "stream": stream_id,
-                "version": version,
-                "type": type_name,
-                "schema": schema_version,
-                "data": json.dumps(data),
-                "meta": meta,
-            },
-        )
-        conn.execute(text("INSERT INTO outbox (position) VALUES (:p)"), {"p": position})
-        conn.execute(
-            text("INSERT INTO projection_pending (position, org_id, stream_id) VALUES (:p, :org, :stream)"),
-            {"p": position, "org": org_id, "stream": stream_id},
-        )
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from events.sql.tables import subject_keys_table
 from events.sql.vault import SqlVault
 from projections.seal import seal_clear_events
 from tests.conftest import RUN_ID
-from tests.integration.helpers import rows, run_cli, scalar
+from tests.integration.helpers import insert_old_stream, rows, run_cli, scalar
 from tests.integration.personal_scene import (
     PERSONAL_FIELDS,
     all_tokens,
@@ -195,33 +195,8 @@ def insert_clear_stream(engine, org_id: str) -> ClearStream:
         ("CandidateKeyIssued", 3, issued_v3(named_key, "PST-…-BBBB", None, old.solo_name)),
         ("CandidateKeyRedeemed", 1, redeemed),
     ]
-    meta = json.dumps({"orgId": org_id, "actor": "token:old", "correlationId": "old", "causationId": None})
     with engine.begin() as conn:
-        for version, (type_name, schema_version, data) in enumerate(written, start=1):
-            position = conn.scalar(
-                text(
-                    "INSERT INTO events "
-                    "(event_id, stream_id, stream_version, type, schema_version, data, metadata) "
-                    "VALUES (:id, :stream, :version, :type, :schema, "
-                    "CAST(:data AS jsonb), CAST(:meta AS jsonb)) RETURNING position"
-                ),
-                {
-                    "id": uuid7(),
-                    "stream": stream_id,
-                    "version": version,
-                    "type": type_name,
-                    "schema": schema_version,
-                    "data": json.dumps(data),
-                    "meta": meta,
-                },
-            )
-            conn.execute(text("INSERT INTO outbox (position) VALUES (:p)"), {"p": position})
-            conn.execute(
-                text(
-                    "INSERT INTO projection_pending (position, org_id, stream_id) VALUES (:p, :org, :stream)"
-                ),
-                {"p": position, "org": org_id, "stream": stream_id},
-            )
+        insert_old_stream(conn, stream_id, org_id, written)
         for key, key_id in (
             (f"PST-{uuid.uuid4().hex[:4]}-AAAA", emailed_key),
             (f"PST-{uuid.uuid4().hex[:4]}-BBBB", named_key),

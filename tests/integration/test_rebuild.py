@@ -34,7 +34,15 @@ from projections.candidate_keys import CandidateKeysProjection
 from projections.rebuild import rebuild
 from tests.conftest import RUN_ID, new_org
 from tests.e2e.helpers import create, issue_keys, listed_ids
-from tests.integration.helpers import BrokerClient, outbox_count, pending_count, rows, run_cli, scalar
+from tests.integration.helpers import (
+    BrokerClient,
+    insert_old_stream,
+    outbox_count,
+    pending_count,
+    rows,
+    run_cli,
+    scalar,
+)
 from tests.support.system import Client, System
 from tests.support.wait import wait_for
 
@@ -621,37 +629,13 @@ def insert_version_1_stream(engine, org_id: str, names: tuple[str, str] = V1_NAM
         "expiresAt": codec.format_time(now + timedelta(days=30)),
         "issuedAt": codec.format_time(now),
     }
-    meta = json.dumps(
-        {"orgId": org_id, "actor": "token:old", "correlationId": "old-request", "causationId": None}
-    )
     with engine.begin() as conn:
-        for version, (type_name, schema_version, data) in enumerate(
-            [("AssessmentCreated", 1, codec.encode(created)), ("CandidateKeyIssued", 1, issued_v1)], start=1
-        ):
-            position = conn.scalar(
-                text(
-                    "INSERT INTO events "
-                    "(event_id, stream_id, stream_version, type, schema_version, data, metadata) "
-                    "VALUES (:id, :stream, :version, :type, :schema, "
-                    "CAST(:data AS jsonb), CAST(:meta AS jsonb)) RETURNING position"
-                ),
-                {
-                    "id": uuid7(),
-                    "stream": stream_id,
-                    "version": version,
-                    "type": type_name,
-                    "schema": schema_version,
-                    "data": json.dumps(data),
-                    "meta": meta,
-                },
-            )
-            conn.execute(text("INSERT INTO outbox (position) VALUES (:p)"), {"p": position})
-            conn.execute(
-                text(
-                    "INSERT INTO projection_pending (position, org_id, stream_id) VALUES (:p, :org, :stream)"
-                ),
-                {"p": position, "org": org_id, "stream": stream_id},
-            )
+        insert_old_stream(
+            conn,
+            stream_id,
+            org_id,
+            [("AssessmentCreated", 1, codec.encode(created)), ("CandidateKeyIssued", 1, issued_v1)],
+        )
         conn.execute(
             text(
                 "INSERT INTO reservations (scope, key, stream_id, subject_id) "

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import pika
+
 
 def rabbitmqctl(*args: str) -> str:
     if shutil.which("rabbitmqctl") is None:
@@ -43,3 +45,17 @@ def own_vhost(broker_url: str, prefix: str = "test") -> Iterator[tuple[str, str]
 
 def close_all_connections(vhost: str, reason: str = "closed by a test") -> None:
     rabbitmqctl("close_all_connections", "-p", vhost, reason)
+
+
+def assert_answers(broker_url: str, timeout: float = 10.0) -> None:
+    """The broker at `broker_url` completes an AMQP handshake within `timeout` seconds (a node
+    can accept TCP connections and still read nothing)."""
+    params = pika.URLParameters(broker_url)
+    params.connection_attempts, params.socket_timeout, params.stack_timeout = 1, timeout, timeout
+    params.blocked_connection_timeout = timeout
+    try:
+        pika.BlockingConnection(params).close()
+    except pika.exceptions.AMQPError as error:
+        raise AssertionError(
+            f"the broker at {params.host}:{params.port} does not answer: {error!r}"
+        ) from error

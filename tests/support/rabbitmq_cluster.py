@@ -8,6 +8,10 @@ cookie is one of its own. A node with another cookie cannot even talk to the mac
 and joining a cluster is explicit anyway (`join_cluster` names our first node). The node
 processes run as the current user, from the server's own scripts (Debian's /usr/sbin wrappers
 would switch to the `rabbitmq` user and its cookie).
+
+A run that is killed (SIGTERM or SIGKILL to pytest) never reaches its cleanup, and its nodes
+would live on; the next cluster stops them first (`remove_orphans`), so a machine never piles
+up clusters of dead runs.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SCRIPTS = Path("/usr/lib/rabbitmq/bin")
+#: Each cluster's temp folder is named after the process that made it: `<prefix><pid>-<random>`.
+FOLDER_PREFIX = "assessments-cluster-"
 
 
 def scripts_dir() -> Path | None:
@@ -79,7 +85,8 @@ class LocalCluster:
         scripts = scripts_dir()
         if scripts is None:
             raise RuntimeError("rabbitmq-server is not installed")
-        folder = Path(tempfile.mkdtemp(prefix="assessments-cluster-"))
+        remove_orphans()
+        folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
         cluster = cls(folder, scripts)
         try:
             cluster._prepare(size)
@@ -249,6 +256,40 @@ class LocalCluster:
             with contextlib.suppress(Exception):
                 node.process.wait(10)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def remove_orphans() -> None:
+    """Stop the nodes of clusters whose test run is gone (killed before its cleanup) and delete
+    their folders. A node is known by its environment: its data folder lies in the cluster's."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        owner = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        for pid in _processes_under(folder):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _processes_under(folder: Path) -> list[int]:
+    """Processes whose RABBITMQ_MNESIA_BASE lies in `folder` (the nodes and their helpers)."""
+    marker = f"RABBITMQ_MNESIA_BASE={folder}/".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if marker in environ.read_bytes():
+                found.append(int(environ.parent.name))
+    return found
 
 
 def _node_list(listed: str) -> set[str]:

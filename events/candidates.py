@@ -27,7 +27,7 @@ from events.disclosure import Disclosure
 from events.keys import looks_like_key
 from events.model import Event, Metadata, RecordedEvent, uuid7
 from events.ports import ConcurrencyConflict, Reservation
-from events.service import KEY_SCOPE, AssessmentService, back_off
+from events.service import KEY_SCOPE, AssessmentService, back_off, writer_lock
 from events.tenancy import hash_token
 
 SESSION_TOKEN_SCOPE = "session_token"
@@ -199,14 +199,15 @@ class CandidateService:
         attempt decides on the newer state, which may decide otherwise). Returns the state
         after the decision, which decided nothing when there was nothing to do."""
         for attempt in range(1, self.assessments.max_attempts + 1):
-            state = self.assessments.load(stream_id)
-            events = decide(state, self.clock())
-            if not events:
-                return state, []
-            metadata = Metadata(state.org_id, f"candidate:{key_id}", correlation_id)
-            claims = reservations(events) if reservations else ()
             try:
-                recorded = self.store.append(stream_id, state.version, events, metadata, claims)
+                with writer_lock(stream_id):  # the assessment's other writers wait their turn
+                    state = self.assessments.load(stream_id)
+                    events = decide(state, self.clock())
+                    if not events:
+                        return state, []
+                    metadata = Metadata(state.org_id, f"candidate:{key_id}", correlation_id)
+                    claims = reservations(events) if reservations else ()
+                    recorded = self.store.append(stream_id, state.version, events, metadata, claims)
             except ConcurrencyConflict:
                 back_off(attempt)
                 continue

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -354,6 +356,55 @@ def test_the_pause_after_a_lost_race_is_random_and_doubles_with_each_attempt(mon
 
     assert asked == [(0, 0.004), (0, 0.008), (0, 0.016)]
     assert slept == [0.004, 0.008, 0.016]
+
+
+class SlowReadStore(InMemoryEventStore):
+    """A store whose reads take a millisecond, as a database's do: another thread gets in
+    between a writer's load and its append. Counts the appends that lost a race."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.conflicts = 0
+
+    def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]:
+        loaded = super().load(stream_id, after_version)
+        time.sleep(0.001)
+        return loaded
+
+    def append(self, *args, **kwargs) -> list[RecordedEvent]:
+        try:
+            return super().append(*args, **kwargs)
+        except ConcurrencyConflict:
+            self.conflicts += 1
+            raise
+
+
+def test_writers_of_one_stream_in_one_process_take_turns_instead_of_racing(clock, catalogue, pauses):
+    """Six requests at once issuing keys to one assessment, four each: without turns most of
+    their appends lose a race (and some requests lost all eight attempts: a 409)."""
+    store = SlowReadStore(clock)
+    assessment_id = create(AssessmentService(store, catalogue, clock=clock))
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def request_after_request() -> None:
+        service = AssessmentService(store, catalogue, clock=clock)
+        start.wait()
+        try:
+            for _ in range(4):
+                service.issue_keys(ORG, assessment_id, [(None, None)], meta())
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=request_after_request) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert not errors
+    assert store.conflicts == 0 and pauses == []
+    assert types(store.load(assessment_id)).count("CandidateKeyIssued") == 24
 
 
 # --- key redraw -------------------------------------------------------------------------------

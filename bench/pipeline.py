@@ -116,7 +116,7 @@ TARGET_WORKER = 8000  # events/s
 TARGET_RELAY = 7000  # msgs/s
 TARGET_APPEND = {1: 0.85, 8: 0.75}  # store / raw
 
-#: What one append writes (see `events.sql.store._APPEND_SQL`), as plain INSERTs of parameters.
+#: What one append writes (see `events.sql.store._append_sql`), as plain INSERTs of parameters.
 RAW_APPEND_SQL = """
     WITH new AS (
         INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata)

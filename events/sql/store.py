@@ -8,6 +8,7 @@ read-your-writes) and any cross-stream reservations, so either all of it exists 
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -38,46 +39,71 @@ from events.sql.vault import SqlVault
 # their outbox and pending rows all land or none does, in a single round trip (no BEGIN and
 # COMMIT). A duplicate reservation or stream version aborts it with the violated constraint's
 # name. pg_notify wakes the relay at commit, if it is idle (see `events.sql.tables.RELAY_IDLE_LOCK_ID`).
-_APPEND_SQL = """
-    WITH reserved AS (
+#
+# The statement has only the parts an append needs (`_append_sql`): most appends are one event
+# and no reservation, and for them a VALUES row and no reservations CTE cost the server about
+# 130 us less than unpacking JSON documents (measured: a third of what the append costs it).
+_RESERVED_CTE = """reserved AS (
         INSERT INTO reservations (scope, key, stream_id, payload, subject_id)
         SELECT r.scope, r.key, %(stream_id)s, r.payload, r.subject_id
         FROM jsonb_to_recordset(CAST(%(reservations)s AS jsonb))
              AS r(scope text, key text, payload jsonb, subject_id uuid)
-    ), new AS (
+    ), """
+_ONE_EVENT_CTE = """new AS (
+        INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata)
+        VALUES (CAST(%(id)s AS uuid), %(stream_id)s, %(version)s, %(type)s, %(schema_version)s,
+                CAST(%(data)s AS jsonb), CAST(%(metadata)s AS jsonb))
+        RETURNING position, event_id, stream_version, recorded_at
+    )"""
+_EVENTS_CTE = """new AS (
         INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata)
         SELECT e.id, %(stream_id)s, e.version, e.type, e.schema_version, e.data, CAST(%(metadata)s AS jsonb)
         FROM jsonb_to_recordset(CAST(%(events)s AS jsonb))
              AS e(id uuid, version int, type text, schema_version int, data jsonb)
         ORDER BY e.version
         RETURNING position, event_id, stream_version, recorded_at
-    ), outboxed AS (
+    )"""
+_OUTBOX_AND_PENDING_CTES = """, outboxed AS (
         INSERT INTO outbox (position) SELECT position FROM new
     ), pending AS (
         INSERT INTO projection_pending (position, org_id, stream_id)
         SELECT position, %(org_id)s, %(stream_id)s FROM new
-    ){subjects}{erasing}
-    SELECT position, event_id, stream_version, recorded_at,
-           CASE WHEN pg_try_advisory_xact_lock_shared(%(relay_idle_lock)s) THEN NULL
-                ELSE pg_notify(%(channel)s, '') END AS notified
-    FROM new ORDER BY stream_version
-    """
-
-_ERASING_CTE = """, erased AS (
-        DELETE FROM subject_keys WHERE subject_id = ANY(CAST(%(erasing)s AS uuid[]))
     )"""
-#: An append that also destroys data subjects' keys (`events.personal`): its `CandidateErased`
-#: events and the erasure land together or not at all.
+#: An append that also writes the data subjects its events make (issued keys: `events.sql.vault`).
 _SUBJECTS_CTE = """, subjects AS (
         INSERT INTO subject_keys (subject_id, org_id, lookup, master_key_id, wrapped_key)
         SELECT s.subject_id, s.org_id, decode(s.lookup, 'hex'), s.master_key_id, decode(s.wrapped_key, 'hex')
         FROM jsonb_to_recordset(CAST(%(subjects)s AS jsonb))
              AS s(subject_id uuid, org_id text, lookup text, master_key_id text, wrapped_key text)
     )"""
-#: An append that also writes the data subjects its events make (issued keys: `events.sql.vault`)
-_APPEND_SUBJECTS_SQL = _APPEND_SQL.format(subjects=_SUBJECTS_CTE, erasing="")
-_APPEND_ERASING_SQL = _APPEND_SQL.format(subjects="", erasing=_ERASING_CTE)
-_APPEND_SQL = _APPEND_SQL.format(subjects="", erasing="")
+#: An append that also destroys data subjects' keys (`events.personal`): its `CandidateErased`
+#: events and the erasure land together or not at all.
+_ERASING_CTE = """, erased AS (
+        DELETE FROM subject_keys WHERE subject_id = ANY(CAST(%(erasing)s AS uuid[]))
+    )"""
+_RECORDED_SELECT = """
+    SELECT position, event_id, stream_version, recorded_at,
+           CASE WHEN pg_try_advisory_xact_lock_shared(%(relay_idle_lock)s) THEN NULL
+                ELSE pg_notify(%(channel)s, '') END AS notified
+    FROM new ORDER BY stream_version
+    """
+
+
+@functools.cache
+def _append_sql(one_event: bool, reserving: bool, sealing: bool, erasing: bool) -> str:
+    """The append statement with the parts this append needs, and no others."""
+    return "".join(
+        [
+            "WITH ",
+            _RESERVED_CTE if reserving else "",
+            _ONE_EVENT_CTE if one_event else _EVENTS_CTE,
+            _OUTBOX_AND_PENDING_CTES,
+            _SUBJECTS_CTE if sealing else "",
+            _ERASING_CTE if erasing else "",
+            _RECORDED_SELECT,
+        ]
+    )
+
 
 #: "Key (scope, key)=(candidate_key, PST-ABCD-EFGH) already exists."
 _TAKEN = re.compile(r"=\((?P<scope>[^,]*), (?P<key>.*)\) already exists")
@@ -268,8 +294,6 @@ class PostgresEventStore(SqlEventStore):
         if not events:
             return []
         meta = metadata.as_dict()
-        # The rows travel as two JSON documents: far cheaper for the driver to send than one
-        # array parameter per column.
         new_events, subjects = [], []
         for n, event in enumerate(events, start=1):
             event_id = uuid7()
@@ -282,32 +306,14 @@ class PostgresEventStore(SqlEventStore):
                     "data": self._payload(event_id, event, subjects),
                 }
             )
-        params = {
-            "stream_id": stream_id,
-            "org_id": metadata.org_id,
-            "metadata": _json(meta),
-            "events": _json(new_events),
-            "reservations": _json(
-                [
-                    {
-                        "scope": r.scope,
-                        "key": r.key,
-                        "payload": r.payload,
-                        "subject_id": None if r.subject_id is None else str(r.subject_id),
-                    }
-                    for r in reservations
-                ]
-            ),
-            "channel": OUTBOX_CHANNEL,
-            "relay_idle_lock": RELAY_IDLE_LOCK_ID,
-            "erasing": list(erasing),
-            "subjects": _json([_as_json(subject) for subject in subjects]),
-        }
+        sql, params = _append_statement(
+            stream_id, metadata.org_id, meta, new_events, reservations, subjects, erasing
+        )
         try:
             # Static SQL on the bare driver connection: nothing for SQLAlchemy to do, and
             # psycopg prepares the statement after a few uses.
             with driver_connection(self.engine) as conn:
-                rows = conn.execute(_append_sql(erasing, subjects), params).fetchall()
+                rows = conn.execute(sql, params).fetchall()
         except IntegrityError as error:
             raise _translate(error, stream_id, expected_version, reservations) from error
         return [
@@ -324,10 +330,44 @@ class PostgresEventStore(SqlEventStore):
         ]
 
 
-def _append_sql(erasing: Sequence[uuid.UUID], subjects: list) -> str:
-    if erasing:
-        return _APPEND_ERASING_SQL
-    return _APPEND_SUBJECTS_SQL if subjects else _APPEND_SQL
+def _append_statement(
+    stream_id: uuid.UUID,
+    org_id: str,
+    meta: dict[str, Any],
+    new_events: list[dict[str, Any]],
+    reservations: Sequence[Reservation],
+    subjects: list[dict[str, Any]],
+    erasing: Sequence[uuid.UUID],
+) -> tuple[str, dict[str, Any]]:
+    """The append's SQL and parameters. Several rows travel as one JSON document each (events,
+    reservations, subjects): far cheaper for the driver to send than an array per column."""
+    params = {
+        "stream_id": stream_id,
+        "org_id": org_id,
+        "metadata": _json(meta),
+        "channel": OUTBOX_CHANNEL,
+        "relay_idle_lock": RELAY_IDLE_LOCK_ID,
+        "erasing": list(erasing),
+        "subjects": _json([_as_json(subject) for subject in subjects]),
+    }
+    if len(new_events) == 1:
+        params.update(new_events[0], data=_json(new_events[0]["data"]))
+    else:
+        params["events"] = _json(new_events)
+    if reservations:
+        params["reservations"] = _json([_reservation_json(r) for r in reservations])
+    sql = _append_sql(len(new_events) == 1, bool(reservations), bool(subjects), bool(erasing))
+    return sql, params
+
+
+def _reservation_json(reservation: Reservation) -> dict[str, Any]:
+    subject_id = reservation.subject_id
+    return {
+        "scope": reservation.scope,
+        "key": reservation.key,
+        "payload": reservation.payload,
+        "subject_id": None if subject_id is None else str(subject_id),
+    }
 
 
 def _as_json(subject: dict[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from events.webhooks import (
     Target,
     UnsafeUrl,
     WebhookService,
+    _topic_matches,
     check_patterns,
     endpoint_scope,
     matching_types,
@@ -55,7 +56,6 @@ from events.webhooks import (
     subscribable,
     system_resolver,
 )
-from events.webhooks import _topic_matches
 from tests.unit.builders import NOW
 
 ORG = "org-acme"
@@ -126,7 +126,8 @@ class RacingStore(InMemoryEventStore):
             self.before.pop(0)()
         return super().append(stream_id, expected_version, events, metadata, reservations)
 
-    def sneak(self, stream_id, version, event, metadata=Metadata(ORG, "other")):
+    def sneak(self, stream_id, version, event, metadata=None):
+        metadata = metadata or Metadata(ORG, "other")
         return InMemoryEventStore.append(self, stream_id, version, [event], metadata)
 
 
@@ -169,7 +170,7 @@ def everything(store) -> list:
 
 
 def test_registration_records_one_event_with_every_field_and_the_metadata(service, store, resolver):
-    endpoint, secret = service.register(
+    endpoint, _secret = service.register(
         ORG, URL, ["CandidateKeyIssued", "assessment.*", "CandidateKeyIssued"], "Our hooks", META
     )
 
@@ -389,7 +390,7 @@ def test_the_endpoints_of_an_org_sorted_by_creation_then_id_without_removed_or_f
 
     listed = service.endpoints(ORG)
 
-    assert [e.id for e in listed] == sorted([first.id, same_time.id], key=str) + [later.id]
+    assert [e.id for e in listed] == [*sorted([first.id, same_time.id], key=str), later.id]
     assert listed[-1] == service.load(later.id)
     assert [e.id for e in service.endpoints(OTHER_ORG)] == [foreign.id]
     assert service.endpoints("org-none") == []
@@ -452,7 +453,7 @@ def test_the_previous_secret_signs_beside_the_new_one_until_the_grace_period_end
     endpoint, old = register(service)
     rotated, new = service.rotate(ORG, endpoint.id, META)
 
-    assert ROTATION_GRACE == timedelta(hours=24)
+    assert timedelta(hours=24) == ROTATION_GRACE
     assert service.signing_secrets(rotated) == [new, old]
     clock.now = NOW + timedelta(hours=24) - timedelta(milliseconds=1)
     assert service.signing_secrets(rotated) == [new, old]
@@ -485,7 +486,7 @@ def test_a_second_rotation_ends_only_the_current_secret_and_keeps_the_older_end(
 
 def test_the_grace_period_is_the_services(store, directory, resolver, clock):
     service = WebhookService(store, directory, resolve=resolver, clock=clock, grace=timedelta(minutes=5))
-    endpoint, old = register(service)
+    endpoint, _old = register(service)
 
     rotated, new = service.rotate(ORG, endpoint.id, META)
 
@@ -527,7 +528,7 @@ def test_a_removed_or_unknown_endpoint_is_not_rotated(service):
 
 
 def test_removal_records_the_event_and_the_endpoint_is_gone(service, store, clock):
-    endpoint, secret = register(service)
+    endpoint, _secret = register(service)
     clock.now = NOW + timedelta(minutes=3)
 
     assert service.remove(ORG, endpoint.id, META) is None

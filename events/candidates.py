@@ -27,7 +27,7 @@ from events.disclosure import Disclosure
 from events.keys import looks_like_key
 from events.model import Event, Metadata, RecordedEvent, uuid7
 from events.ports import ConcurrencyConflict, Reservation
-from events.service import KEY_SCOPE, AssessmentService, back_off, writer_lock
+from events.service import KEY_SCOPE, AssessmentService, back_off
 from events.tenancy import hash_token
 
 SESSION_TOKEN_SCOPE = "session_token"
@@ -200,7 +200,7 @@ class CandidateService:
         after the decision, which decided nothing when there was nothing to do."""
         for attempt in range(1, self.assessments.max_attempts + 1):
             try:
-                with writer_lock(stream_id):  # the assessment's other writers wait their turn
+                with self.assessments.turns(stream_id):  # the assessment's other writers wait
                     state = self.assessments.load(stream_id)
                     events = decide(state, self.clock())
                     if not events:

@@ -45,17 +45,25 @@ EXPIRY_ACTOR = "worker:expiry"
 
 log = logging.getLogger(__name__)
 
-#: Writers of one stream in this process take turns: each attempt (load, decide, append) holds
-#: the lock of the stream's stripe. Optimistic concurrency alone makes N writers of one stream
-#: at once lose up to N-1 races each, and with seven (on two cores) some lost all their
-#: attempts and answered 409. Writers in other processes still race; the append's version
-#: check still decides. Re-entrant, in case a decision ever writes another stream of the same
-#: stripe.
-_STREAM_LOCKS = tuple(threading.RLock() for _ in range(256))
+
+class StreamTurns:
+    """Writers of one stream take turns: each attempt (load, decide, append) holds the lock of
+    the stream's stripe. Optimistic concurrency alone makes N writers of one stream at once
+    lose up to N-1 races each, and with seven (on two cores) some lost all their attempts and
+    answered 409. The locks are a process's own: writers in other processes still race, and
+    the append's version check still decides. Re-entrant, in case a decision ever writes
+    another stream of the same stripe."""
+
+    def __init__(self, stripes: int = 256) -> None:
+        self._locks = tuple(threading.RLock() for _ in range(stripes))
+
+    def __call__(self, stream_id: uuid.UUID) -> threading.RLock:
+        return self._locks[stream_id.int % len(self._locks)]
 
 
-def writer_lock(stream_id: uuid.UUID) -> threading.RLock:
-    return _STREAM_LOCKS[stream_id.int % len(_STREAM_LOCKS)]
+#: The turns every service of this process shares (tests that stand for several processes
+#: give each its own).
+PROCESS_TURNS = StreamTurns()
 
 
 class UnknownIssue(DomainError):
@@ -111,6 +119,7 @@ class AssessmentService:
         generate_key: KeyGenerator = keys.generate_key,
         max_attempts: int = 8,
         personal: PersonalData | None = None,
+        turns: StreamTurns = PROCESS_TURNS,
     ) -> None:
         self.store = store
         self.catalogue = catalogue or _EmptyCatalogue()
@@ -119,6 +128,7 @@ class AssessmentService:
         self.clock = clock
         self.generate_key = generate_key
         self.max_attempts = max_attempts
+        self.turns = turns
 
     def load(self, assessment_id: uuid.UUID) -> Assessment:
         """The assessment's state; none for a stream that is not an assessment's (a webhook
@@ -265,7 +275,7 @@ class AssessmentService:
         reloads, finds the work done (by the winner) and decides nothing."""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                with writer_lock(assessment_id):
+                with self.turns(assessment_id):
                     state = self.load(assessment_id)
                     events = decide(state, self.clock())
                     if not events:
@@ -287,7 +297,7 @@ class AssessmentService:
         refuse (e.g. the assessment was deleted meanwhile)."""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                with writer_lock(assessment_id):
+                with self.turns(assessment_id):
                     state = self.load_owned(org_id, assessment_id)
                     events = decide(state, self.clock())
                     return self.store.append(assessment_id, state.version, events, metadata, reservations)

@@ -51,12 +51,12 @@ from events.model import (
     utcnow,
 )
 from events.ports import ConcurrencyConflict
-from events.service import AssessmentService
+from events.service import AssessmentService, StreamTurns
 from events.sql.engine import make_engine
 from events.sql.store import PostgresEventStore
 from projections import default_projections, queries
 from projections.projector import apply_batch
-from tests.integration.helpers import metadata, rows
+from tests.integration.helpers import metadata, rows, separate_processes
 from tests.support.system import MovableClock, System
 from tests.support.wait import wait_for
 from worker.expiry import Expiry
@@ -114,7 +114,8 @@ class Parts:
 @pytest.fixture
 def parts(system: System) -> Parts:
     store = InterleavingStore(system.engine)
-    service = bootstrap.assessment_service(system.engine, store, clock=system.clock)
+    # The racers of these tests stand for requests in separate API processes.
+    service = bootstrap.assessment_service(system.engine, store, clock=system.clock, turns=separate_processes)
     return Parts(system, store, service, bootstrap.candidate_service(system.settings, service))
 
 
@@ -127,7 +128,9 @@ def expiry_processes(system: System, count: int) -> Iterator[list[Expiry]]:
         yield [
             Expiry(
                 engine,
-                bootstrap.assessment_service(engine, ConflictCountingStore(engine), clock=system.clock),
+                bootstrap.assessment_service(
+                    engine, ConflictCountingStore(engine), clock=system.clock, turns=StreamTurns()
+                ),
             )
             for engine in engines
         ]

@@ -6,10 +6,18 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+from cli import bootstrap
 from events.aggregate import REVOKED_BY_CASCADE, AssessmentNotFound, rebuild
 from events.model import CandidateKeyRevoked
 from events.ports import ConcurrencyConflict
-from tests.integration.helpers import candidates, create, metadata, rows, wait_until_quiet
+from tests.integration.helpers import (
+    candidates,
+    create,
+    metadata,
+    rows,
+    separate_processes,
+    wait_until_quiet,
+)
 from tests.support.wait import wait_for
 
 
@@ -101,7 +109,11 @@ def test_the_worker_cascades_a_deletion_into_revoked_projected_keys(system, serv
     assert {row.revoke_reason for row in projected} == {REVOKED_BY_CASCADE}
 
 
-def test_no_key_issued_in_a_race_with_the_deletion_stays_unrevoked(system, service, org_id):
+def test_no_key_issued_in_a_race_with_the_deletion_stays_unrevoked(system, org_id):
+    # The issuer and the deleter stand for requests in two API processes: they do not take
+    # turns, they race at the database.
+    deleter = bootstrap.assessment_service(system.engine, system.store, turns=separate_processes)
+    service = bootstrap.assessment_service(system.engine, system.store, turns=separate_processes)
     system.start_relay()
     system.start_worker()
     deleted_streams = []
@@ -121,7 +133,7 @@ def test_no_key_issued_in_a_race_with_the_deletion_stays_unrevoked(system, servi
             barrier.wait()
             for _ in range(20):  # like a client retrying a 409
                 try:
-                    service.delete(org_id, stream, metadata(org_id))
+                    deleter.delete(org_id, stream, metadata(org_id))
                     return
                 except ConcurrencyConflict:
                     continue

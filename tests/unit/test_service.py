@@ -42,6 +42,7 @@ from events.service import (
     Idempotency,
     IdempotencyKeyReused,
     KeySpaceExhausted,
+    StreamTurns,
     UnknownIssue,
 )
 from tests.unit.builders import NOW
@@ -379,32 +380,46 @@ class SlowReadStore(InMemoryEventStore):
             raise
 
 
-def test_writers_of_one_stream_in_one_process_take_turns_instead_of_racing(clock, catalogue, pauses):
-    """Six requests at once issuing keys to one assessment, four each: without turns most of
-    their appends lose a race (and some requests lost all eight attempts: a 409)."""
-    store = SlowReadStore(clock)
+def issue_from_six_requests_at_once(store, catalogue, clock, turns_of_request) -> list[Exception]:
+    """Six requests at once issuing keys to one assessment, four each; `turns_of_request(n)`
+    is the turns request n's service takes. Returns the requests' errors."""
     assessment_id = create(AssessmentService(store, catalogue, clock=clock))
     start = threading.Barrier(6)
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
-    def request_after_request() -> None:
-        service = AssessmentService(store, catalogue, clock=clock)
+    def request_after_request(n: int) -> None:
+        service = AssessmentService(store, catalogue, clock=clock, turns=turns_of_request(n))
         start.wait()
-        try:
-            for _ in range(4):
+        for _ in range(4):
+            try:
                 service.issue_keys(ORG, assessment_id, [(None, None)], meta())
-        except Exception as error:
-            errors.append(error)
+            except ConcurrencyConflict as error:  # lost every attempt: a 409
+                errors.append(error)
 
-    threads = [threading.Thread(target=request_after_request) for _ in range(6)]
+    threads = [threading.Thread(target=request_after_request, args=(n,)) for n in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
+    assert types(store.load(assessment_id)).count("CandidateKeyIssued") == 24 - len(errors)
+    return errors
+
+
+def test_writers_of_one_stream_in_one_process_take_turns_instead_of_racing(clock, catalogue, pauses):
+    store, one_process = SlowReadStore(clock), StreamTurns()
+
+    errors = issue_from_six_requests_at_once(store, catalogue, clock, lambda _n: one_process)
 
     assert not errors
     assert store.conflicts == 0 and pauses == []
-    assert types(store.load(assessment_id)).count("CandidateKeyIssued") == 24
+
+
+def test_writers_in_separate_processes_race_and_the_losers_try_again(clock, catalogue, pauses):
+    store = SlowReadStore(clock)
+
+    issue_from_six_requests_at_once(store, catalogue, clock, lambda _n: StreamTurns())
+
+    assert store.conflicts > 0 and len(pauses) == store.conflicts
 
 
 # --- key redraw -------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ RabbitMQ node (the beam.smp listening on the broker's port: it serves whatever e
 broker meanwhile, so its figure is an upper bound). The summary turns each stage's sum into the
 rate the machine's cores could give if they ran nothing else: where the limit is.
 
+It starts with the machine's speed at plain Python (a calibration loop's CPU time), which every
+CPU-per-item figure scales with, so runs on different machines can be compared.
+
 At the end it prints the ratios relay/bare publish and worker/bare consume, and each target of
 the issue (worker >= 8,000 events/s, relay >= 7,000 msgs/s, append >= 0.85x raw at 1 thread and
 >= 0.75x at 8 threads) as met or not met. Needs rabbitmqctl on this machine (the vhost).
@@ -65,6 +68,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -111,6 +115,9 @@ WORKER_COUNTS = (1, 2, 4)
 MIXED_OPEN = 25
 RELAY_BATCH = Settings().relay_batch_size
 QUEUE_TYPE = Settings().queue_type
+
+#: The calibration loop's length (`print_machine_speed`).
+CALIBRATION_STEPS = 10_000_000
 
 TARGET_WORKER = 8000  # events/s
 TARGET_RELAY = 7000  # msgs/s
@@ -964,6 +971,22 @@ def summary(
         )
 
 
+def print_machine_speed() -> None:
+    """How fast this machine runs plain Python, so that figures from different machines can be
+    compared: every CPU-per-item figure here scales with it (the issue's targets are absolute
+    rates, met or not on the machine at hand)."""
+    best = math.inf
+    for _ in range(3):
+        started, total = time.process_time(), 0
+        for step in range(CALIBRATION_STEPS):
+            total += step
+        best = min(best, time.process_time() - started)
+    print(
+        f"machine: {CALIBRATION_STEPS:,} steps of a Python loop in {best:.2f} s of CPU (best of 3)",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -975,6 +998,7 @@ def main() -> None:
         "--mixed", action="store_true", help="(f) only: 1, 2 and 4 workers on a mixed backlog of --events"
     )
     args = parser.parse_args()
+    print_machine_speed()
     if args.mixed:
         with own_run() as run:
             template, events = fill_mixed_backlog(run, args.events)

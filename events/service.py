@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -64,6 +65,9 @@ class StreamTurns:
 #: The turns every service of this process shares (tests that stand for several processes
 #: give each its own).
 PROCESS_TURNS = StreamTurns()
+#: What a service takes turns with: the lock for a stream (`StreamTurns`, or any context
+#: manager, e.g. none at all for racers that stand for separate processes).
+Turns = Callable[[uuid.UUID], AbstractContextManager]
 
 
 class UnknownIssue(DomainError):
@@ -119,7 +123,7 @@ class AssessmentService:
         generate_key: KeyGenerator = keys.generate_key,
         max_attempts: int = 8,
         personal: PersonalData | None = None,
-        turns: StreamTurns = PROCESS_TURNS,
+        turns: Turns = PROCESS_TURNS,
     ) -> None:
         self.store = store
         self.catalogue = catalogue or _EmptyCatalogue()

@@ -339,16 +339,15 @@ def _append_statement(
     subjects: list[dict[str, Any]],
     erasing: Sequence[uuid.UUID],
 ) -> tuple[str, dict[str, Any]]:
-    """The append's SQL and parameters. Several rows travel as one JSON document each (events,
-    reservations, subjects): far cheaper for the driver to send than an array per column."""
+    """The append's SQL and the parameters of the parts it has. Several rows travel as one JSON
+    document each (events, reservations, subjects): far cheaper for the driver to send than an
+    array per column."""
     params = {
         "stream_id": stream_id,
         "org_id": org_id,
         "metadata": _json(meta),
         "channel": OUTBOX_CHANNEL,
         "relay_idle_lock": RELAY_IDLE_LOCK_ID,
-        "erasing": list(erasing),
-        "subjects": _json([_as_json(subject) for subject in subjects]),
     }
     if len(new_events) == 1:
         params.update(new_events[0], data=_json(new_events[0]["data"]))
@@ -356,6 +355,10 @@ def _append_statement(
         params["events"] = _json(new_events)
     if reservations:
         params["reservations"] = _json([_reservation_json(r) for r in reservations])
+    if subjects:
+        params["subjects"] = _json([_as_json(subject) for subject in subjects])
+    if erasing:
+        params["erasing"] = list(erasing)
     sql = _append_sql(len(new_events) == 1, bool(reservations), bool(subjects), bool(erasing))
     return sql, params
 

@@ -121,6 +121,19 @@ class Assessment:
         return self.exists and self.org_id == org_id
 
 
+#: An event about one key: it is folded into `Assessment.keys`.
+KeyEvent = (
+    CandidateKeyIssued
+    | CandidateKeyRevoked
+    | CandidateConsented
+    | CandidateKeyRedeemed
+    | CandidateSessionResumed
+    | CandidateDeviceChecked
+    | CandidateKeyCompleted
+    | CandidateKeyExpired
+)
+
+
 # --- state is a fold --------------------------------------------------------------------
 
 
@@ -129,10 +142,20 @@ def rebuild(stream_id: uuid.UUID, events: Iterable[Event]) -> Assessment:
 
 
 def advanced(state: Assessment, events: Iterable[Event]) -> Assessment:
-    """The state after more events (those a command just decided and the store appended)."""
+    """The state after more events (those a command just decided and the store appended).
+
+    Key events go into one working mapping, frozen once at the end. Folding each through
+    `evolve` copies the mapping per event, which made loading an assessment quadratic in its
+    keys: 90 ms at 1,000 keys, a second at 3,000, on every command that loads it."""
+    keys = dict(state.keys)
+    version = state.version
     for event in events:
-        state = replace(evolve(event, state), version=state.version + 1)
-    return state
+        if isinstance(event, _KEY_EVENT_TYPES):
+            keys[event.key_id] = _key_after(event, keys)
+        else:
+            state = evolve(event, state)
+        version += 1
+    return replace(state, version=version, keys=MappingProxyType(keys))
 
 
 # One case per event type, registered by name rather than by decorator: plain functions that
@@ -151,23 +174,26 @@ def _deleted(event: AssessmentDeleted, state: Assessment) -> Assessment:
     return replace(state, deleted=True)
 
 
-def _key_issued(event: CandidateKeyIssued, state: Assessment) -> Assessment:
-    return replace(state, keys=MappingProxyType({**state.keys, event.key_id: issued_key(event)}))
+def _key_event(event: KeyEvent, state: Assessment) -> Assessment:
+    """A key issued, or any later event of one (revoked, consented, redeemed, ...)."""
+    return replace(state, keys=MappingProxyType({**state.keys, event.key_id: _key_after(event, state.keys)}))
 
 
-def _key_changed(event: CandidateKeyRevoked, state: Assessment) -> Assessment:
-    """Any later event of an issued key (revoked, consented, redeemed, ...)."""
-    changed = evolve_key(event, state.keys[event.key_id])
-    return replace(state, keys=MappingProxyType({**state.keys, event.key_id: changed}))
+def _key_after(event: KeyEvent, keys: Mapping[uuid.UUID, CandidateKey]) -> CandidateKey:
+    """The key `event` is about, after it."""
+    if isinstance(event, CandidateKeyIssued):
+        return issued_key(event)
+    return evolve_key(event, keys[event.key_id])
 
+
+_KEY_EVENT_TYPES = (CandidateKeyIssued, *KEY_EVENTS)
 
 #: The state after one event: `evolve(event, state)`.
 evolve = singledispatch(_no_rule)
 evolve.register(AssessmentCreated, _created)
 evolve.register(AssessmentDeleted, _deleted)
-evolve.register(CandidateKeyIssued, _key_issued)
-for _type in KEY_EVENTS:
-    evolve.register(_type, _key_changed)
+for _type in _KEY_EVENT_TYPES:
+    evolve.register(_type, _key_event)
 
 
 # --- commands ---------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
+from typing import get_args
 
 import pytest
 
@@ -18,9 +20,10 @@ from events.aggregate import (
     KeyNotFound,
     NewKey,
 )
+from events.candidate import KEY_EVENTS
 from events.keys import key_hint
 from events.model import AssessmentCreated, AssessmentDeleted, CandidateKeyIssued, CandidateKeyRevoked, Event
-from tests.unit.builders import NOW, created, deleted, issued, revoked
+from tests.unit.builders import NOW, created, deleted, issued, one_of_each, revoked
 
 LATER = NOW + timedelta(hours=2)
 
@@ -92,6 +95,29 @@ def test_rebuild_folds_creation_keys_revocation_and_deletion_into_state():
     gone_state = aggregate.rebuild(first.assessment_id, [first, deleted(first)])
     assert gone_state.deleted
     assert not gone_state.exists
+
+
+def test_folding_a_stream_at_once_equals_evolving_it_one_event_at_a_time():
+    events = one_of_each()
+    stream_id = events[0].assessment_id
+    one_at_a_time = aggregate.Assessment(id=stream_id)
+    for event in events:
+        one_at_a_time = replace(aggregate.evolve(event, one_at_a_time), version=one_at_a_time.version + 1)
+    folded = aggregate.rebuild(stream_id, events)
+    assert folded == one_at_a_time
+    assert dict(folded.keys) == dict(one_at_a_time.keys) and len(folded.keys) == 3
+    assert aggregate.advanced(aggregate.rebuild(stream_id, events[:5]), events[5:]) == folded
+
+
+def test_the_folded_keys_cannot_be_changed_by_whoever_reads_the_state():
+    first = created()
+    state = aggregate.rebuild(first.assessment_id, [first, issued(first)])
+    with pytest.raises(TypeError):
+        state.keys[uuid.uuid4()] = None  # type: ignore[index]
+
+
+def test_every_event_of_a_key_is_a_key_event_of_the_fold():
+    assert set(get_args(aggregate.KeyEvent)) == {CandidateKeyIssued, *KEY_EVENTS}
 
 
 # --- create ----------------------------------------------------------------------------------

@@ -23,11 +23,15 @@ from events.aggregate import (
     KeyNotFound,
     KeyNotRedeemed,
 )
+from events.crypto.cipher import UnknownMasterKey
 from events.ports import ConcurrencyConflict
 from events.service import IdempotencyKeyReused, UnknownIssue
 from events.webhooks import DeliveryNotFound, EndpointNotActive, EndpointNotFound, InvalidEndpoint
 
 log = logging.getLogger(__name__)
+
+#: A missing master key is mended by a restart with the right setting, not within a second.
+MASTER_KEY_RETRY_SECONDS = 30
 
 _CODES = {
     400: "validation_error",
@@ -187,6 +191,21 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ConcurrencyConflict)
     def _conflict(_error):
         return error_response(409, "The resource was changed concurrently; retry the request.")
+
+    @app.errorhandler(UnknownMasterKey)
+    def _master_key_missing(error: UnknownMasterKey):
+        """Personal data wrapped under a master key this process was not given: a deployment
+        in the middle of a rotation, or an old key removed before `rotate-master-key` ran.
+        The operator's to mend, not the client's fault: a 503, and a log line naming the key
+        (its id, never a secret)."""
+        log.error(
+            "ASSESSMENTS_MASTER_KEYS lacks master key %r, which wraps stored data keys: "
+            "give every process the same keys (README, Master keys and rotation)",
+            str(error),
+        )
+        response = error_response(503, "The service is briefly unavailable; retry the request.")
+        response.headers["Retry-After"] = str(MASTER_KEY_RETRY_SECONDS)
+        return response
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeout)

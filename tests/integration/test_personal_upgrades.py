@@ -131,6 +131,33 @@ def test_rotating_the_master_key_rewraps_every_data_key_and_touches_no_event(
     }
 
 
+def test_an_api_without_the_master_key_of_stored_data_answers_503_naming_the_key_in_its_log(
+    system_on_key_a, key_a_and_b, caplog
+):
+    key_a, key_b = key_a_and_b
+    scene = running_scene(system_on_key_a)
+    assessment = scene.assessment()
+    scene.issue(assessment, [person("p0")])
+    scene.quiet()
+    # A process given only the new key, as if A were removed before the rotation ran.
+    api = ApiServer(dataclasses.replace(scene.system.settings, master_keys=master_keys_text(key_b)))
+    try:
+        with Client(api.url, scene.org.token) as client:
+            refused = client.get(f"/v1/assessments/{assessment}/keys")
+            detail = client.get(f"/v1/assessments/{assessment}")
+    finally:
+        api.stop()
+
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "unavailable"
+    assert refused.headers["Retry-After"] == "30"
+    assert "Traceback" not in refused.text
+    assert detail.status_code == 200  # what holds no personal data is served as ever
+    missing = [r for r in caplog.records if "lacks master key 'A'" in r.getMessage()]
+    assert missing and missing[0].levelname == "ERROR"
+    assert all(base64.b64encode(key_a[1]).decode() not in r.getMessage() for r in caplog.records)
+
+
 # --- old clear-text events, sealed in place ------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 dies under a load of appends: nothing is lost, the relay and the worker reconnect to another
 node (the broker URL lists all three), and every event is published and projected once. And a
 relay that first publishes while the queue's record still names the dead leader, which RabbitMQ
-nacks on that channel for good, gets through on a new channel.
+nacks on that channel for good, gets through on a new channel. And the peer discovery config of
+docker-compose.yml's `cluster` profile makes three blank nodes booted at once one cluster.
 
 Each test has a cluster of its own (`tests.support.rabbitmq_cluster`): three extra nodes on
 ports and folders of their own, never the machine's node. The two take about 50 s on two cores
@@ -26,6 +27,7 @@ import pytest
 from cli import bootstrap
 from events.rabbitmq.broker import ensure_topology
 from tests.integration.helpers import (
+    PROJECT,
     assert_projected_exactly,
     candidates,
     create,
@@ -164,3 +166,21 @@ def test_a_relay_whose_first_publish_meets_the_dead_leader_gets_through_on_a_new
             assert part.thread.is_alive(), f"{part.thread.name} ended: {part.error!r}"
     finally:
         system.stop()
+
+
+def test_three_blank_nodes_booted_at_once_with_the_compose_discovery_config_form_one_cluster(
+    broker_url: str,
+):
+    """docker-compose.yml's `cluster` profile starts its three nodes together, each with
+    docker/rabbitmq-cluster.conf (`classic_config`). Nodes that each formed a cluster of their
+    own would list only themselves; since RabbitMQ 3.9 the listed nodes take a lock to form it,
+    where earlier versions relied on random start-up delays. No Docker here: the same config,
+    its host names made ours, on three local nodes."""
+    discovery = (PROJECT / "docker" / "rabbitmq-cluster.conf").read_text()
+    assert "peer_discovery_backend = classic_config" in discovery
+
+    with LocalCluster.started(3, discovery=discovery) as cluster:
+        names = {node.name for node in cluster.nodes}
+        for node in cluster.nodes:
+            assert cluster.members(node) == names, f"{node.name} is in another cluster"
+    assert_answers(broker_url)

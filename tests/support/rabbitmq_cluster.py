@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -81,7 +82,11 @@ class LocalCluster:
 
     @classmethod
     @contextlib.contextmanager
-    def started(cls, size: int = 3, timeout: float = 90.0):
+    def started(cls, size: int = 3, timeout: float = 90.0, discovery: str | None = None):
+        """Without `discovery`, the first node forms the cluster and the others join it with
+        `rabbitmqctl join_cluster`. With it, the text of a peer discovery config such as
+        docker/rabbitmq-cluster.conf, its nodes named `rabbit@rabbitN` (which become ours):
+        every node boots blank at once and they form the cluster themselves."""
         scripts = scripts_dir()
         if scripts is None:
             raise RuntimeError("rabbitmq-server is not installed")
@@ -89,15 +94,16 @@ class LocalCluster:
         folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
         cluster = cls(folder, scripts)
         try:
-            cluster._prepare(size)
+            cluster._prepare(size, discovery)
             for node in cluster.nodes:
                 cluster._start(node)
             for node in cluster.nodes:
                 cluster._await(node, timeout)
-            for node in cluster.nodes[1:]:
-                cluster.ctl(node, "stop_app")
-                cluster.ctl(node, "join_cluster", cluster.nodes[0].name)
-                cluster.ctl(node, "start_app")
+            if discovery is None:
+                for node in cluster.nodes[1:]:
+                    cluster.ctl(node, "stop_app")
+                    cluster.ctl(node, "join_cluster", cluster.nodes[0].name)
+                    cluster.ctl(node, "start_app")
             cluster._await_members(size, timeout)
             yield cluster
         finally:
@@ -113,6 +119,11 @@ class LocalCluster:
 
     def node(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)
+
+    def members(self, node: Node) -> set[str]:
+        """The running nodes of the cluster `node` is in, as `node` sees it."""
+        status = self.ctl(node, "cluster_status", "--formatter", "json")
+        return set(json.loads(status).get("running_nodes", []))
 
     def running(self) -> list[Node]:
         return [node for node in self.nodes if node.process is not None and node.process.poll() is None]
@@ -163,7 +174,7 @@ class LocalCluster:
 
     # --- the nodes' lives ------------------------------------------------------------------
 
-    def _prepare(self, size: int) -> None:
+    def _prepare(self, size: int, discovery: str | None = None) -> None:
         home = self.folder / "home"
         home.mkdir()
         cookie = home / ".erlang.cookie"
@@ -171,14 +182,16 @@ class LocalCluster:
         cookie.chmod(0o400)
         (self.folder / "rabbitmq-env.conf").write_text("")
         prefix = f"aq{uuid.uuid4().hex[:6]}"
-        for index in range(1, size + 1):
-            name = f"{prefix}-{index}@localhost"
+        names = [f"{prefix}-{index}@localhost" for index in range(1, size + 1)]
+        peers = _with_our_names(discovery, names) if discovery else ""
+        for index, name in enumerate(names, start=1):
             folder = self.folder / f"node{index}"
             folder.mkdir()
             amqp_port, dist_port = free_port(), free_port()
             config = folder / "rabbitmq.conf"
             config.write_text(
                 f"listeners.tcp.1 = 127.0.0.1:{amqp_port}\nlog.console = false\nlog.file.level = info\n"
+                + peers
             )
             (folder / "enabled_plugins").write_text("[].\n")
             env = {
@@ -230,12 +243,11 @@ class LocalCluster:
     def _await_members(self, size: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            status = self.ctl(self.nodes[0], "cluster_status", "--formatter", "json")
-            running = json.loads(status).get("running_nodes", [])
+            running = self.members(self.nodes[0])
             if len(running) == size:
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster has {running} running, not {size} nodes")
+                raise RuntimeError(f"the cluster has {sorted(running)} running, not {size} nodes")
             time.sleep(0.5)
 
     def _tail(self, node: Node) -> str:
@@ -290,6 +302,12 @@ def _processes_under(folder: Path) -> list[int]:
             if marker in environ.read_bytes():
                 found.append(int(environ.parent.name))
     return found
+
+
+def _with_our_names(discovery: str, names: list[str]) -> str:
+    """A peer discovery config's `rabbit@rabbitN` (compose's host names) as our Nth node."""
+    renamed = re.sub(r"rabbit@rabbit(\d+)", lambda found: names[int(found.group(1)) - 1], discovery)
+    return renamed if renamed.endswith("\n") else renamed + "\n"
 
 
 def _node_list(listed: str) -> set[str]:

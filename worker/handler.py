@@ -54,9 +54,13 @@ class EventHandler:
         self.totals = Totals()
 
     def handle(self, events: Sequence[RecordedEvent]) -> None:
-        if not events:
-            return
-        events = self._with_personal_fields(events)
+        """Apply a batch of events decoded from messages."""
+        if events:
+            self.apply(self._with_personal_fields(events))
+
+    def apply(self, events: Sequence[RecordedEvent]) -> None:
+        """Apply events as the store holds them (personal fields sealed, not left out): what
+        `handle` makes of messages, or a stream the sweep read."""
         with self.engine.begin() as conn:
             results = apply_batch(
                 conn, self.projections, events, self.store.load, lock=True, clear_pending=True, commit=True
@@ -114,7 +118,9 @@ class EventHandler:
             ).all()
         for stream_id in stream_ids:
             try:
-                self.handle(self.store.load(stream_id))
+                stream = self.store.load(stream_id)  # read from the store: nothing left out
+                if stream:
+                    self.apply(stream)
             except OperationalError:
                 raise  # the database is away: the caller backs off
             except Exception:

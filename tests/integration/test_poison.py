@@ -22,11 +22,11 @@ class FailsOnOneEvent(EventHandler):
         self.poison_id = poison_id
         self.failures = 0
 
-    def handle(self, events):
+    def apply(self, events):  # where both a message's events and a swept stream are applied
         if any(recorded.event_id == self.poison_id for recorded in events):
             self.failures += 1
             raise RuntimeError(f"projection bug on {self.poison_id}")
-        super().handle(events)
+        super().apply(events)
 
 
 class FailsOnOneEventAndSweepsSoon(FailsOnOneEvent):

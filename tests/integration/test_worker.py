@@ -132,6 +132,31 @@ def test_shuffled_batches_end_in_the_same_state_as_in_order(system, service, han
     assert_projected_exactly(system.engine)
 
 
+def test_the_sweep_projects_a_stream_whose_messages_never_arrived_sealed_fields_and_all(
+    system, service, handler, org_id, monkeypatch
+):
+    stream = create(service, org_id).stream_id
+    (issued,) = service.issue_keys(org_id, stream, candidates(1), metadata(org_id))
+    with system.engine.begin() as conn:  # as if its messages had been lost a minute ago
+        conn.exec_driver_sql("UPDATE projection_pending SET recorded_at = now() - interval '1 minute'")
+    reads: list[list[int]] = []
+    read_positions = handler.store.at_positions
+    monkeypatch.setattr(handler.store, "at_positions", lambda p: reads.append(p) or read_positions(p))
+
+    assert handler.sweep() == 1
+
+    assert pending_count(system.engine) == 0
+    assert reads == []  # the stream it read from the store already holds every field
+    stored = handler.store.at_positions([issued.position])[0].event
+    (email, name) = rows(
+        system.engine,
+        "SELECT candidate_email, candidate_name FROM candidate_keys_view WHERE id = :key_id",
+        key_id=issued.event.key_id,
+    )[0]
+    assert (email, name) == (stored.candidate_email, stored.candidate_name)
+    assert email and email != "candidate0@example.com"  # sealed, as the store holds it
+
+
 # --- through RabbitMQ ---------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from cli import bootstrap
 from cli.progress import Progress
 from cli.supervisor import run_service
+from events.crypto.cipher import UnknownMasterKey
 from events.disclosure import InvalidDisclosure
 from events.model import Metadata
 from events.rabbitmq.broker import BrokerMisconfigured
@@ -249,7 +250,14 @@ def candidates_rotate_master_key(settings: Settings) -> None:
     """Re-wrap every data key with the current (first) master key; the events are not touched.
     Afterwards the older master keys can be removed from ASSESSMENTS_MASTER_KEYS."""
     vault = bootstrap.personal_data(settings, bootstrap.admin_engine(settings))
-    rewrapped = vault.rotate()
+    try:
+        rewrapped = vault.rotate()
+    except UnknownMasterKey as missing:
+        raise click.ClickException(
+            f"a data key is wrapped with master key {str(missing)!r}, which ASSESSMENTS_MASTER_KEYS "
+            "lacks: put it back after the current key and run this again (nothing was lost; "
+            "what was re-wrapped stays re-wrapped)"
+        ) from None
     click.echo(f"re-wrapped {rewrapped} data key(s) with master key {vault.master_keys.current.key_id!r}")
 
 

@@ -158,6 +158,26 @@ def test_an_api_without_the_master_key_of_stored_data_answers_503_naming_the_key
     assert all(base64.b64encode(key_a[1]).decode() not in r.getMessage() for r in caplog.records)
 
 
+def test_rotating_without_the_old_master_key_refuses_with_a_clear_message_and_changes_nothing(
+    system_on_key_a, key_a_and_b, monkeypatch
+):
+    _, key_b = key_a_and_b
+    scene = running_scene(system_on_key_a)
+    scene.issue(scene.assessment(), [person("p0"), person("p1")])
+    scene.quiet()
+    wrapped_before = rows(scene.engine, "SELECT subject_id, master_key_id, wrapped_key FROM subject_keys")
+
+    monkeypatch.setenv("ASSESSMENTS_MASTER_KEYS", master_keys_text(key_b))  # A left out
+    refused = run_cli(scene.system.settings, "candidates", "rotate-master-key")
+
+    assert refused.returncode == 1
+    assert "master key 'A', which ASSESSMENTS_MASTER_KEYS lacks" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert sorted(wrapped_before) == sorted(
+        rows(scene.engine, "SELECT subject_id, master_key_id, wrapped_key FROM subject_keys")
+    )
+
+
 # --- old clear-text events, sealed in place ------------------------------------------------------
 
 

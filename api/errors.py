@@ -203,9 +203,7 @@ def register_error_handlers(app: Flask) -> None:
             "give every process the same keys (README, Master keys and rotation)",
             str(error),
         )
-        response = error_response(503, "The service is briefly unavailable; retry the request.")
-        response.headers["Retry-After"] = str(MASTER_KEY_RETRY_SECONDS)
-        return response
+        return _retry_later(MASTER_KEY_RETRY_SECONDS)
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeout)
@@ -245,6 +243,11 @@ def _unavailable(error: Exception):
     503 the client may retry, within the bound the connection timeouts set
     (`events.sql.engine.CONNECTION_TIMEOUTS`)."""
     log.warning("database unavailable: %r", error)
+    return _retry_later(1)
+
+
+def _retry_later(seconds: int):
+    """The contract's 503: the client may retry the request after `seconds`."""
     response = error_response(503, "The service is briefly unavailable; retry the request.")
-    response.headers["Retry-After"] = "1"
+    response.headers["Retry-After"] = str(seconds)
     return response
